@@ -1,0 +1,1 @@
+"""The bundled PWM trainer: world model, actor, critic, Buffer, envs, checkpoints."""
