@@ -1,0 +1,59 @@
+"""Vectorised envs for the bundled PWM trainer: torch envs on any device, dflex when installed.
+
+    env = make_env("cartpole_swingup", num_envs=64, device="cuda:0", seed=1)
+    obs = env.reset()
+    obs, rew, done, info = env.step(actions)   # auto-resets finished envs, like dflex
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from pwm.envs.base import EnvUnavailable, TorchVecEnv, VecEnv
+from pwm.envs.cartpole import CartPoleSwingUp, reference_return, scripted_swingup_controller
+from pwm.envs.dflex_adapter import DFLEX_ENVS, DflexEnvSpec, dflex_status, make_dflex_env
+from pwm.envs.pendulum import DoublePendulum, Pendulum
+
+_TORCH_ENVS: dict[str, Callable[..., TorchVecEnv]] = {
+    "cartpole_swingup": CartPoleSwingUp,
+    "pendulum": Pendulum,
+    "double_pendulum": DoublePendulum,
+}
+
+TORCH_ENV_NAMES: tuple[str, ...] = tuple(_TORCH_ENVS)
+ENV_NAMES: tuple[str, ...] = TORCH_ENV_NAMES + tuple(DFLEX_ENVS)
+
+
+def make_env(
+    name: str,
+    num_envs: int,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    episode_length: int | None = None,
+) -> VecEnv:
+    """Build env ``name`` (one of ENV_NAMES). dflex envs raise EnvUnavailable when dflex is missing."""
+    if name in _TORCH_ENVS:
+        return _TORCH_ENVS[name](num_envs, device=device, seed=seed, episode_length=episode_length)
+    if name in DFLEX_ENVS:
+        return make_dflex_env(name, num_envs, device=device, seed=seed, episode_length=episode_length)
+    raise ValueError(f"unknown env {name!r}; known: {', '.join(ENV_NAMES)}")
+
+
+__all__ = [
+    "DFLEX_ENVS",
+    "ENV_NAMES",
+    "TORCH_ENV_NAMES",
+    "CartPoleSwingUp",
+    "DflexEnvSpec",
+    "DoublePendulum",
+    "EnvUnavailable",
+    "Pendulum",
+    "TorchVecEnv",
+    "VecEnv",
+    "dflex_status",
+    "make_env",
+    "reference_return",
+    "scripted_swingup_controller",
+]
