@@ -1,0 +1,158 @@
+"""PWM networks: SimNorm world model (encoder, latent dynamics, reward head), tanh actor, critic ensemble.
+
+Every hidden layer is Linear -> LayerNorm -> Mish (TD-MPC2/PWM style). The actor and the critic read
+the world model's latent state z, never raw observations.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class SimNorm(nn.Module):
+    """Softmax over groups of `group` latent units: keeps latents on a product of simplices,
+    which bounds them and stops the dynamics rollout from drifting off to large norms."""
+
+    def __init__(self, group: int = 8) -> None:
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        return F.softmax(x.view(*shape[:-1], -1, self.group), dim=-1).view(shape)
+
+
+def normed_block(in_dim: int, out_dim: int, act: nn.Module | None = None) -> nn.Sequential:
+    """Linear -> LayerNorm -> activation (Mish unless given)."""
+    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim), act if act is not None else nn.Mish())
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_act: nn.Module | None = None) -> nn.Sequential:
+    """Hidden layers as normed blocks; the output layer is a plain Linear unless `out_act` is given,
+    in which case it is a normed block ending in `out_act` (the SimNorm layers)."""
+    layers: list[nn.Module] = []
+    dim = in_dim
+    for h in hidden:
+        layers.append(normed_block(dim, h))
+        dim = h
+    layers.append(normed_block(dim, out_dim, out_act) if out_act is not None else nn.Linear(dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of the three networks (alg/*.yaml `model:` group)."""
+
+    latent_dim: int = 512
+    encoder_dims: list[int] = field(default_factory=lambda: [256])
+    dynamics_dims: list[int] = field(default_factory=lambda: [512, 512])
+    reward_dims: list[int] = field(default_factory=lambda: [512, 512])
+    simnorm_group: int = 8
+    actor_dims: list[int] = field(default_factory=lambda: [400, 200, 100])
+    actor_logstd_init: float = -1.0
+    actor_logstd_min: float = -1.427
+    critic_dims: list[int] = field(default_factory=lambda: [400, 200])
+    num_critics: int = 3
+
+
+class WorldModel(nn.Module):
+    """Encoder obs -> z, dynamics (z, a) -> z', reward (z, a) -> r (in normalised reward units)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.latent_dim % cfg.simnorm_group:
+            raise ValueError(f"latent_dim {cfg.latent_dim} is not a multiple of simnorm_group {cfg.simnorm_group}")
+        self.obs_dim, self.act_dim, self.latent_dim = obs_dim, act_dim, cfg.latent_dim
+        self.encoder = mlp(obs_dim, cfg.encoder_dims, cfg.latent_dim, SimNorm(cfg.simnorm_group))
+        self.dynamics = mlp(cfg.latent_dim + act_dim, cfg.dynamics_dims, cfg.latent_dim, SimNorm(cfg.simnorm_group))
+        self.reward = mlp(cfg.latent_dim + act_dim, cfg.reward_dims, 1)
+        # Zero-initialised reward output: predictions start at exactly 0, so the first actor
+        # gradients through an untrained world model are not random noise.
+        nn.init.zeros_(self.reward[-1].weight)
+        nn.init.zeros_(self.reward[-1].bias)
+
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.encoder(obs)
+
+    def next(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self.dynamics(torch.cat([z, a], dim=-1))
+
+    def predict_reward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self.reward(torch.cat([z, a], dim=-1))
+
+    def step(self, z: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One imagined step: returns exactly two values (next latent, reward [..., 1]).
+        Upstream's eval() unpacked three from this and crashed (PWM issue #5)."""
+        za = torch.cat([z, a], dim=-1)
+        return self.dynamics(za), self.reward(za)
+
+
+class Actor(nn.Module):
+    """Stochastic tanh policy on the latent: a = tanh(mu(z) + sigma * eps), sigma state-independent."""
+
+    def __init__(self, latent_dim: int, act_dim: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.mu = mlp(latent_dim, cfg.actor_dims, act_dim)
+        self.logstd = nn.Parameter(torch.full((act_dim,), float(cfg.actor_logstd_init)))
+        self.logstd_min = float(cfg.actor_logstd_min)
+
+    def std(self) -> torch.Tensor:
+        # The floor keeps exploration alive: first-order gradients otherwise shrink sigma fast.
+        return self.logstd.clamp(min=self.logstd_min).exp()
+
+    def forward(self, z: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        mu = self.mu(z)
+        if deterministic:
+            return torch.tanh(mu)
+        return torch.tanh(mu + self.std() * torch.randn_like(mu))
+
+
+class Critic(nn.Module):
+    """Ensemble of value heads V_i(z); targets and the actor bootstrap use the ensemble minimum."""
+
+    def __init__(self, latent_dim: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(mlp(latent_dim, cfg.critic_dims, 1) for _ in range(cfg.num_critics))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """All heads: [num_critics, ..., 1]."""
+        return torch.stack([h(z) for h in self.heads])
+
+    def min_value(self, z: torch.Tensor) -> torch.Tensor:
+        """min over the ensemble: [..., 1]."""
+        return self.forward(z).min(dim=0).values
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@dataclass
+class ParameterCounts:
+    world_model: int
+    actor: int
+    critic: int
+
+    @property
+    def total(self) -> int:
+        return self.world_model + self.actor + self.critic
+
+    def summary(self) -> str:
+        return (f"world model {self.world_model / 1e6:.2f}M, actor {self.actor / 1e6:.2f}M, "
+                f"critic {self.critic / 1e6:.2f}M, total {self.total / 1e6:.2f}M")
+
+
+def build_models(obs_dim: int, act_dim: int, cfg: ModelConfig,
+                 device: str | torch.device) -> tuple[WorldModel, Actor, Critic, ParameterCounts]:
+    wm = WorldModel(obs_dim, act_dim, cfg).to(device)
+    actor = Actor(cfg.latent_dim, act_dim, cfg).to(device)
+    critic = Critic(cfg.latent_dim, cfg).to(device)
+    counts = ParameterCounts(count_parameters(wm), count_parameters(actor), count_parameters(critic))
+    return wm, actor, critic, counts
