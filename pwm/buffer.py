@@ -1,0 +1,511 @@
+"""Episode-aware replay buffer: samples time-major slices of H+1 steps that never cross episodes.
+
+Same contract as PWM's (TD-MPC2's) torchrl Buffer, same storage rule, without torchrl:
+
+* ``__init__`` allocates nothing; the first ``add()`` queries free device memory, decides
+  where the storage lives (PWM's rule: on the device if 2.5 x its bytes fit in free memory,
+  else on the host) and allocates it at full capacity. ``progress`` sees every stage, so
+  a probe can say which one stalled.
+* Storage is three flat ring tensors (obs, act, rew) of ``capacity`` rows. An episode of T
+  steps occupies T+1 consecutive rows (ring order): row t holds obs[t], the action taken
+  in obs[t] and its reward; the last row holds the final obs (its act/rew are NaN, as
+  PWM's row-0 padding). ``capacity`` and ``len()`` count rows.
+* A small episode table (start row and number of valid slice starts per live episode,
+  plus their cumulative sum) makes sampling one vectorised draw: pick a global slice
+  number uniformly, map it to (episode, offset) with ``searchsorted``, and gather
+  ``start + arange(H+1)`` in one ``index_select`` per tensor. Every valid slice is
+  equally likely; overwritten episodes leave the table before their rows are reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import tempfile
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, dict], None]
+Sample = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+#: PWM's heuristic: device storage only when 2.5 x the storage's bytes are free.
+STORAGE_FACTOR = 2.5
+_FLOAT_BYTES = 4
+# Episode table: start row, valid-start count and start offset, int64 each, per episode.
+_INDEX_BYTES_PER_EPISODE = 3 * 8
+_SAVE_FORMAT = "pwm.buffer/1"
+_GIB = 1024**3
+
+
+class StorageUnavailable(RuntimeError):
+    """The requested storage cannot be used here (e.g. storage='cuda' without CUDA)."""
+
+
+@dataclass
+class StorageDecision:
+    """Where the Buffer's storage lives and why, with the numbers the decision used."""
+
+    policy: str  # "auto" | "cuda" | "cpu", as requested
+    device: str  # where the storage lives: "cpu" or "cuda:N"
+    bytes_needed: int  # bytes of the full-capacity storage
+    free_bytes: int | None  # free device memory seen; None when not queried
+    total_bytes: int | None
+    factor: float
+    reason: str
+    pinned: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _gib(n: float) -> str:
+    return f"{n / _GIB:.2f} GiB"
+
+
+def decide_storage(
+    policy: str,
+    device: str | torch.device,
+    bytes_needed: int,
+    free_bytes: int | None = None,
+    total_bytes: int | None = None,
+    pin_memory: bool = False,
+    cuda_available: bool | None = None,
+) -> StorageDecision:
+    """PWM's storage rule as a pure function of the numbers (the Buffer queries, this decides).
+
+    ``device`` is the compute device. Raises StorageUnavailable for policy 'cuda' without CUDA.
+    """
+    if policy not in ("auto", "cuda", "cpu"):
+        raise ValueError(f"storage must be 'auto', 'cuda' or 'cpu', got {policy!r}")
+    device = torch.device(device)
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    cuda_dev = device if device.type == "cuda" else torch.device("cuda", 0)
+    cuda_name = f"cuda:{cuda_dev.index if cuda_dev.index is not None else 0}"
+
+    if policy == "cuda":
+        if not cuda_available:
+            raise StorageUnavailable(
+                "storage='cuda' was requested but CUDA is not available "
+                f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})"
+            )
+        where, reason = cuda_name, f"storage='cuda' requested: {_gib(bytes_needed)} on {cuda_name}"
+    elif policy == "cpu":
+        where, reason = "cpu", f"storage='cpu' requested: {_gib(bytes_needed)} in host memory"
+    elif device.type != "cuda":
+        where, reason = "cpu", f"compute device is {device.type}: host storage"
+    elif free_bytes is None:
+        raise ValueError("storage='auto' on a CUDA device needs free_bytes")
+    else:
+        want = STORAGE_FACTOR * bytes_needed
+        fits = want < free_bytes
+        where = cuda_name if fits else "cpu"
+        reason = (
+            f"{STORAGE_FACTOR} x {_gib(bytes_needed)} = {_gib(want)} "
+            f"{'<' if fits else '>='} {_gib(free_bytes)} free on {cuda_name}: "
+            f"{'device' if fits else 'host'} storage (PWM's rule)"
+        )
+
+    pinned = False
+    if where == "cpu" and pin_memory:
+        if cuda_available:
+            pinned, reason = True, reason + "; pinned host memory"
+        else:
+            reason += "; not pinned: CUDA is not available"
+    return StorageDecision(
+        policy, where, int(bytes_needed), free_bytes, total_bytes, STORAGE_FACTOR, reason, pinned
+    )
+
+
+@dataclass(frozen=True)
+class _EpisodeIndex:
+    """Immutable snapshot of the live episodes, swapped whole so samplers never see a half update."""
+
+    offsets: torch.Tensor  # [E] int64: slice number u in episode e starts at row u + offsets[e]
+    cum_starts: torch.Tensor  # [E] int64: inclusive cumulative count of valid slice starts
+    total_starts: int
+
+
+class Buffer:
+    """Replay buffer of complete episodes; ``sample()`` returns obs [H+1,B,o], act [H,B,a], rew [H,B,1]."""
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_dim: int,
+        act_dim: int,
+        horizon: int = 16,
+        batch_size: int = 256,
+        device: str | torch.device = "cpu",
+        storage: str = "auto",
+        pin_memory: bool = False,
+        prefetch: int = 0,
+        progress: Progress | None = None,
+        free_memory_bytes: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if capacity < horizon + 1:
+            raise ValueError(f"capacity {capacity} cannot hold one slice of horizon+1={horizon + 1} rows")
+        if storage not in ("auto", "cuda", "cpu"):
+            raise ValueError(f"storage must be 'auto', 'cuda' or 'cpu', got {storage!r}")
+        self.capacity = int(capacity)
+        self.obs_dim = int(obs_dim)
+        self.act_dim = int(act_dim)
+        self.horizon = int(horizon)
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device)
+        self.storage = storage
+        self.pin_memory = pin_memory
+        self.prefetch = int(prefetch)
+        self.free_memory_bytes = free_memory_bytes
+        self.seed = seed
+        self.decision: StorageDecision | None = None
+        self.skipped_episodes = 0  # episodes shorter than the horizon: no slice fits, not stored
+        self._progress = progress
+        self._obs: torch.Tensor | None = None
+        self._act: torch.Tensor | None = None
+        self._rew: torch.Tensor | None = None
+        self._episodes: deque[tuple[int, int]] = deque()  # (start row, rows), oldest first
+        self._rows = 0  # live rows
+        self._write = 0  # next row to write
+        self._index: _EpisodeIndex | None = None
+        self._lock = threading.Lock()  # writers vs. samplers (prefetch threads)
+        self._generator: torch.Generator | None = None
+        self._samples = 0
+        self._queue: queue.Queue | None = None
+        self._stop: threading.Event | None = None
+        self._threads: list[threading.Thread] = []
+        self._emit("construct", {"capacity": self.capacity, "bytes_needed": self.storage_bytes()})
+
+    # -- sizes ---------------------------------------------------------------------------
+    def storage_bytes(self) -> int:
+        """Bytes of the full-capacity storage: float32 obs/act/rew rows plus the episode table."""
+        row_bytes = _FLOAT_BYTES * (self.obs_dim + self.act_dim + 1)
+        max_episodes = self.capacity // (self.horizon + 1)
+        return self.capacity * row_bytes + max_episodes * _INDEX_BYTES_PER_EPISODE
+
+    def __len__(self) -> int:
+        return self._rows
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self._episodes)
+
+    @property
+    def storage_device(self) -> torch.device | None:
+        return None if self._obs is None else self._obs.device
+
+    # -- progress ------------------------------------------------------------------------
+    def _emit(self, event: str, data: dict) -> None:
+        if self._progress is not None:
+            self._progress(event, data)
+
+    # -- first add: decide and allocate --------------------------------------------------
+    def _query_free_memory(self) -> tuple[int | None, int | None, str]:
+        if self.free_memory_bytes is not None:
+            return int(self.free_memory_bytes), None, "given"
+        wants_cuda = self.device.type == "cuda" or self.storage == "cuda"
+        if wants_cuda and torch.cuda.is_available():
+            cuda_dev = self.device if self.device.type == "cuda" else torch.device("cuda", 0)
+            free, total = torch.cuda.mem_get_info(cuda_dev)
+            return int(free), int(total), "cudaMemGetInfo"
+        return None, None, "not queried"
+
+    def _allocate(self) -> None:
+        self._emit("mem_get_info.start", {"device": str(self.device)})
+        free, total, source = self._query_free_memory()
+        self._emit("mem_get_info", {"free_bytes": free, "total_bytes": total, "source": source})
+        self.decision = decide_storage(
+            self.storage, self.device, self.storage_bytes(), free, total, self.pin_memory
+        )
+        log.info("buffer storage: %s", self.decision.reason)
+        self._emit("storage_decision", self.decision.to_dict())
+        where = torch.device(self.decision.device)
+        self._emit("alloc.start", {"bytes": self.decision.bytes_needed, "device": str(where)})
+        pinned = self.decision.pinned
+
+        def empty(*shape: int) -> torch.Tensor:
+            return torch.empty(shape, dtype=torch.float32, device=where, pin_memory=pinned)
+
+        self._obs = empty(self.capacity, self.obs_dim)
+        self._act = empty(self.capacity, self.act_dim)
+        self._rew = empty(self.capacity)
+        self._generator = self._make_generator(0)
+        self._emit("alloc", {"bytes": self.decision.bytes_needed, "device": str(where)})
+
+    def _make_generator(self, stream: int) -> torch.Generator:
+        assert self._obs is not None
+        gen = torch.Generator(device=self._obs.device)
+        if self.seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(self.seed + stream)
+        return gen
+
+    # -- add -----------------------------------------------------------------------------
+    def add(self, obs: torch.Tensor, act: torch.Tensor, rew: torch.Tensor) -> None:
+        """Store N complete episodes: obs [T+1,N,o], act [T,N,a], rew [T,N] (or unbatched, no N)."""
+        obs, act, rew = (torch.as_tensor(x, dtype=torch.float32) for x in (obs, act, rew))
+        if obs.dim() == 2:
+            obs, act, rew = obs.unsqueeze(1), act.unsqueeze(1), rew.unsqueeze(1)
+        rew = rew.reshape(rew.shape[0], obs.shape[1]) if rew.dim() == 3 else rew
+        steps, n = act.shape[0], obs.shape[1]
+        expected = ((steps + 1, n, self.obs_dim), (steps, n, self.act_dim), (steps, n))
+        if (tuple(obs.shape), tuple(act.shape), tuple(rew.shape)) != expected:
+            raise ValueError(
+                f"add() wants obs [T+1,N,{self.obs_dim}], act [T,N,{self.act_dim}], rew [T,N]; "
+                f"got {tuple(obs.shape)}, {tuple(act.shape)}, {tuple(rew.shape)}"
+            )
+        rows = steps + 1
+        if rows > self.capacity:
+            raise ValueError(f"an episode of {rows} rows does not fit in capacity {self.capacity}")
+        if steps < self.horizon:
+            # No slice of H+1 rows fits: storing it would only displace useful data.
+            self.skipped_episodes += n
+            log.debug("skipping %d episodes of %d steps < horizon %d", n, steps, self.horizon)
+            self._emit("fill", {"steps": len(self), "capacity": self.capacity})
+            return
+        # Only the newest episodes of an oversized batch survive the ring anyway.
+        keep = min(n, self.capacity // rows)
+        obs, act, rew = obs[:, n - keep :], act[:, n - keep :], rew[:, n - keep :]
+        # Episode-major rows: [N, T+1, .]; the last row's act/rew are padding.
+        nan = float("nan")
+        act_rows = torch.cat((act, act.new_full((1, keep, self.act_dim), nan)), 0)
+        rew_rows = torch.cat((rew, rew.new_full((1, keep), nan)), 0)
+        block = (
+            obs.transpose(0, 1).reshape(keep * rows, self.obs_dim),
+            act_rows.transpose(0, 1).reshape(keep * rows, self.act_dim),
+            rew_rows.transpose(0, 1).reshape(keep * rows),
+        )
+        if self._obs is None:
+            self._allocate()
+        self._append(block, [rows] * keep)
+        self._emit("fill", {"steps": len(self), "capacity": self.capacity})
+
+    def _append(self, block: tuple[torch.Tensor, ...], episode_rows: list[int]) -> None:
+        """Write consecutive episodes' rows at the ring's write position and update the table."""
+        total = sum(episode_rows)
+        with self._lock:
+            # Drop the oldest episodes whose rows the new ones will overwrite.
+            while self._rows + total > self.capacity:
+                _, old_rows = self._episodes.popleft()
+                self._rows -= old_rows
+            for store, src in zip((self._obs, self._act, self._rew), block):
+                self._write_ring(store, src.to(store.device))
+            start = self._write
+            for rows in episode_rows:
+                self._episodes.append((start, rows))
+                start = (start + rows) % self.capacity
+            self._write = start
+            self._rows += total
+            self._index = self._build_index()
+
+    def _write_ring(self, store: torch.Tensor, src: torch.Tensor) -> None:
+        first = min(src.shape[0], self.capacity - self._write)
+        store[self._write : self._write + first] = src[:first]
+        if first < src.shape[0]:
+            store[: src.shape[0] - first] = src[first:]
+
+    def _build_index(self) -> _EpisodeIndex:
+        assert self._obs is not None
+        starts = torch.tensor([s for s, _ in self._episodes], dtype=torch.int64)
+        valid = torch.tensor([r - self.horizon for _, r in self._episodes], dtype=torch.int64)
+        cum = valid.cumsum(0)
+        dev = self._obs.device
+        return _EpisodeIndex(
+            offsets=(starts - (cum - valid)).to(dev),
+            cum_starts=cum.to(dev),
+            total_starts=int(cum[-1]) if len(cum) else 0,
+        )
+
+    # -- sample --------------------------------------------------------------------------
+    def _draw(self, batch_size: int, generator: torch.Generator) -> Sample:
+        """One batch from storage, on the compute device. Safe to call from prefetch threads."""
+        with self._lock:
+            index = self._index
+            if index is None or index.total_starts == 0:
+                raise RuntimeError(
+                    f"the buffer holds no slice of {self.horizon + 1} rows yet: add() episodes first"
+                )
+            assert self._obs is not None and self._act is not None and self._rew is not None
+            dev = self._obs.device
+            u = torch.randint(index.total_starts, (batch_size,), generator=generator, device=dev)
+            episode = torch.searchsorted(index.cum_starts, u, right=True)
+            starts = u + index.offsets[episode]
+            steps = torch.arange(self.horizon + 1, device=dev).unsqueeze(1)
+            rows = ((starts.unsqueeze(0) + steps) % self.capacity).reshape(-1)  # time-major
+            act_rows = rows[: self.horizon * batch_size]
+            obs = self._gather(self._obs, rows).view(self.horizon + 1, batch_size, self.obs_dim)
+            act = self._gather(self._act, act_rows).view(self.horizon, batch_size, self.act_dim)
+            rew = self._gather(self._rew, act_rows).view(self.horizon, batch_size, 1)
+        return obs, act, rew
+
+    def _gather(self, store: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        if store.device == self.device:
+            return store.index_select(0, rows)
+        if self.decision is not None and self.decision.pinned:
+            # Gather straight into pinned memory so the host-to-device copy can be async.
+            out = torch.empty((rows.numel(),) + store.shape[1:], dtype=store.dtype, pin_memory=True)
+            torch.index_select(store, 0, rows, out=out)
+            return out.to(self.device, non_blocking=True)
+        return store.index_select(0, rows).to(self.device)
+
+    def sample(self, batch_size: int | None = None) -> Sample:
+        """obs [H+1,B,o], act [H,B,a], rew [H,B,1] on ``device``; each column is one episode's slice."""
+        b = self.batch_size if batch_size is None else int(batch_size)
+        if self.prefetch > 0 and b == self.batch_size:
+            if not self._threads:
+                self._start_prefetch()
+            assert self._queue is not None
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                raise RuntimeError("a prefetch thread failed") from item
+            out = item
+        else:
+            if self._generator is None:
+                raise RuntimeError("the buffer is empty: add() episodes before sample()")
+            out = self._draw(b, self._generator)
+        self._samples += 1
+        if self._samples == 1:
+            self._emit("first_sample", {"prefetch": self.prefetch})
+        self._emit("sample", {"n": self._samples})
+        return out
+
+    # -- prefetch ------------------------------------------------------------------------
+    def _start_prefetch(self) -> None:
+        if self._obs is None:
+            raise RuntimeError("the buffer is empty: add() episodes before sample()")
+        self._queue = queue.Queue(maxsize=self.prefetch)
+        self._stop = threading.Event()
+        ref = weakref.ref(self)  # threads must not keep the buffer alive, so __del__ can stop them
+        for i in range(self.prefetch):
+            thread = threading.Thread(
+                target=_prefetch_worker,
+                args=(ref, self._make_generator(i + 1), self._queue, self._stop),
+                name=f"pwm-buffer-prefetch-{i}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def close(self) -> None:
+        """Stop and join the prefetch threads (idempotent)."""
+        if self._stop is not None:
+            self._stop.set()
+        for thread in self._threads:
+            if thread is threading.current_thread():  # last reference dropped by a worker
+                continue
+            thread.join(timeout=5.0)
+            if thread.is_alive():
+                log.warning("prefetch thread %s did not stop within 5 s", thread.name)
+        self._threads = []
+
+    @property
+    def prefetch_threads_alive(self) -> int:
+        return sum(t.is_alive() for t in self._threads)
+
+    def __del__(self) -> None:
+        # getattr: __init__ may have failed before these were set.
+        if getattr(self, "_threads", None):
+            self.close()
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the live episodes (oldest first) and the config atomically to ``path``."""
+        path = Path(path)
+        with self._lock:
+            order = [(s, r) for s, r in self._episodes]
+            if order:
+                rows = torch.cat(
+                    [(torch.arange(r) + s) % self.capacity for s, r in order]
+                ).to(self._obs.device if self._obs is not None else "cpu")
+                data = {name: t.index_select(0, rows).cpu() for name, t in
+                        (("obs", self._obs), ("act", self._act), ("rew", self._rew))}
+            else:
+                data = {}
+        state = {
+            "format": _SAVE_FORMAT,
+            "config": {
+                "capacity": self.capacity,
+                "obs_dim": self.obs_dim,
+                "act_dim": self.act_dim,
+                "horizon": self.horizon,
+                "batch_size": self.batch_size,
+            },
+            "episode_rows": [r for _, r in order],
+            **data,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(state, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        finally:
+            os.close(dir_fd)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **overrides: Any) -> Buffer:
+        """A new Buffer holding the episodes saved at ``path``; ``overrides`` replace constructor args."""
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        if state.get("format") != _SAVE_FORMAT:
+            raise ValueError(f"{path}: not a {_SAVE_FORMAT} file (format={state.get('format')!r})")
+        kwargs = {**state["config"], "device": device, **overrides}
+        buf = cls(**kwargs)
+        episode_rows = [int(r) for r in state["episode_rows"]]
+        if episode_rows:
+            if sum(episode_rows) > buf.capacity:  # loading into a smaller buffer keeps the newest
+                while sum(episode_rows) > buf.capacity:
+                    episode_rows.pop(0)
+                first = state["obs"].shape[0] - sum(episode_rows)
+            else:
+                first = 0
+            block = tuple(state[k][first:] for k in ("obs", "act", "rew"))
+            buf._allocate()
+            buf._append(block, episode_rows)
+            buf._emit("fill", {"steps": len(buf), "capacity": buf.capacity})
+        return buf
+
+
+def _prefetch_worker(
+    ref: weakref.ReferenceType[Buffer],
+    generator: torch.Generator,
+    out: queue.Queue,
+    stop: threading.Event,
+) -> None:
+    """Fill ``out`` with samples until ``stop`` is set or the buffer is garbage-collected."""
+    while not stop.is_set():
+        buf = ref()
+        if buf is None:
+            return
+        try:
+            item: Any = buf._draw(buf.batch_size, generator)
+        except Exception as exc:  # handed to the consumer, which re-raises it in its thread
+            item = exc
+        del buf
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.05)
+                break
+            except queue.Full:
+                continue
+        if isinstance(item, Exception):
+            return
