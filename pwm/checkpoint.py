@@ -109,5 +109,8 @@ class CheckpointSet:
         return path
 
     def save_buffer(self, buffer: Any) -> Path:
-        """Atomic like the .pt files: the Buffer writes to a temporary path, then it is renamed."""
-        return atomic_write(self.path(FINAL_BUFFER), lambda tmp: buffer.save(tmp))
+        """pwm.buffer.Buffer.save is itself atomic (temporary file, fsync, os.replace)."""
+        path = self.path(FINAL_BUFFER)
+        buffer.save(path)
+        log.info("saved %s", path)
+        return path

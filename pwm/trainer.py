@@ -230,8 +230,8 @@ class Trainer:
         info.update({k: sum(s[k] for s in wm_stats) / len(wm_stats) for k in wm_stats[0]})
         self.stop.check()
         t0 = time.perf_counter()
-        obs, _act, _rew = self.buffer.sample()
-        actor_info, imagination = self.agent.update_actor(obs[0, :cfg.actor_batch_size])
+        obs, _act, _rew = self.buffer.sample(cfg.actor_batch_size)
+        actor_info, imagination = self.agent.update_actor(obs[0])
         info["time/actor"] = time.perf_counter() - t0
         self.stop.check()
         t0 = time.perf_counter()

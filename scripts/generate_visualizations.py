@@ -1,0 +1,13 @@
+#!/usr/bin/env python
+"""PNG plots of a PWM run: --log-dir RUN_DIR, or --log-dir LOGDIR --run NAME (see pwm/plots.py)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from pwm.plots import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

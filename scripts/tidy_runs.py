@@ -1,0 +1,13 @@
+#!/usr/bin/env python
+"""Move upstream PWM's periodic PWM_iter*.pt checkpoints into old_checkpoints/ (see pwm/tidy.py)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from pwm.tidy import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

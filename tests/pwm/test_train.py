@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pwm import runs
+from pwm.agent import PWMAgent
+from pwm.envs import make_env
+from pwm.train import agent_config, compose_config, resolve_config, run
+from pwm.trainer import evaluate
+
+REPO = Path(__file__).resolve().parents[2]
+NAME = "pwm_tiny_cartpole_swingup_seed42"
+# 8 env steps per epoch, 16-step episodes: an episode ends every second epoch.
+TINY = ["alg=pwm_tiny", "env=cartpole_swingup", "env.num_envs=4", "env.episode_length=16",
+        "general.epochs=4", "general.eval_episodes=2", "general.save_interval=2", "general.device=cpu"]
+
+
+def run_tiny(tmp_path: Path, *extra: str) -> tuple[int, Path]:
+    cfg = compose_config([*TINY, f"general.logdir={tmp_path / 'runs'}", *extra])
+    rc = resolve_config(cfg, tmp_path, ["pwm.train", *extra])
+    code = run(rc)
+    return code, runs.find_run(rc.logdir, NAME)
+
+
+def test_short_run_writes_exactly_the_checkpoint_set(tmp_path):
+    code, run_dir = run_tiny(tmp_path)
+    assert code == 0
+    assert run_dir.name.startswith(NAME + "_") and run_dir.parent == (tmp_path / "runs").resolve()
+    checkpoints = sorted(p.name for p in run_dir.iterdir() if p.suffix in (".pt", ".buffer"))
+    assert checkpoints == ["best_policy.pt", "final_policy.buffer", "final_policy.pt",
+                           "init_policy.pt", "latest_checkpoint.pt"]
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+    state = torch.load(run_dir / "final_policy.pt", weights_only=False)
+    for key in ("actor", "critic", "world_model", "obs_rms", "rew_rms", "ret_rms", "actor_opt",
+                "critic_opt", "world_model_opt", "iteration", "rng", "config"):
+        assert key in state
+    assert state["iteration"] == 4
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "finished" and "git_commit" in meta
+    assert meta["config"]["alg"]["name"] == "pwm_tiny"
+    assert {"hostname", "python", "torch", "device_name"} <= set(meta["fingerprint"])
+    assert all(Path(p).is_absolute() for p in meta["paths"].values() if p)
+    records = runs.read_metrics(run_dir / "metrics.jsonl")
+    assert [r["iteration"] for r in records if not r.get("final")] == [1, 2, 3, 4]
+    index = json.loads((tmp_path / "runs" / "index.json").read_text())
+    assert index["runs"][-1]["path"] == str(run_dir)
+    assert runs.latest_link(tmp_path / "runs", NAME).resolve() == run_dir
+
+
+def test_evaluation_after_full_run(tmp_path):
+    code, run_dir = run_tiny(tmp_path)
+    assert code == 0
+    final = [r for r in runs.read_metrics(run_dir / "metrics.jsonl") if r.get("final")][0]
+    assert isinstance(final["eval/return"], float)
+    # And from the saved policy, as a user evaluating a finished run would.
+    state = torch.load(run_dir / "final_policy.pt", weights_only=False)
+    env = make_env("cartpole_swingup", 3, "cpu", seed=5, episode_length=16)
+    agent = PWMAgent(env.num_obs, env.num_acts, agent_config(state["config"]["alg"]), "cpu")
+    agent.load_state_dict(state)
+    result = evaluate(agent, env)
+    assert set(result) == {"eval/return", "eval/return_std", "eval/wm_reward_mae"}
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.values())
+
+
+def test_resume_continues_iteration_and_restores_optimizers(tmp_path):
+    code, first = run_tiny(tmp_path)
+    assert code == 0
+    saved = torch.load(first / "latest_checkpoint.pt", weights_only=False)
+    time.sleep(1.0)  # a new run directory (names have one-second resolution; a clash gets a suffix)
+    code, second = run_tiny(tmp_path, f"general.checkpoint={first / 'latest_checkpoint.pt'}",
+                            "general.epochs=8")
+    assert code == 0 and second != first
+    records = [r for r in runs.read_metrics(second / "metrics.jsonl") if not r.get("final")]
+    assert [r["iteration"] for r in records] == [5, 6, 7, 8]
+    resumed = torch.load(second / "final_policy.pt", weights_only=False)
+    assert resumed["iteration"] == 8
+    wm_updates = sum(1 for r in records if "wm/loss" in r) * 2  # pwm_tiny: 2 wm iterations
+    assert wm_updates > 0
+    step = lambda s: int(s["world_model_opt"]["state"][0]["step"])  # noqa: E731
+    assert step(resumed) == step(saved) + wm_updates  # Adam continued, not restarted
+    assert not (second / "init_policy.pt").exists()  # a resumed run has no fresh init policy
+
+
+def test_sigterm_saves_latest_checkpoint_and_exits_nonzero(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    cmd = [sys.executable, "-m", "pwm.train", *TINY, "general.epochs=100000", "general.save_interval=100000",
+           "general.logdir=logs"]  # relative: must resolve against the cwd at start-up
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        metrics = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list((work / "logs").glob(f"{NAME}_2*/metrics.jsonl"))
+            if found and found[0].stat().st_size > 0:
+                metrics = found[0]
+                break
+            time.sleep(0.1)
+        assert metrics is not None, proc.stdout.read().decode() if proc.poll() is not None else "no metrics in 60 s"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 143, out.decode()[-2000:]
+    run_dir = metrics.parent
+    state = torch.load(run_dir / "latest_checkpoint.pt", weights_only=False)
+    assert state["iteration"] >= 1
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "preempted"
+    assert not (work / "outputs").exists() and not (work / ".hydra").exists()  # Hydra wrote nothing in the cwd
+
+
+def test_paths_resolved_at_start(tmp_path, monkeypatch):
+    cfg = compose_config(TINY)
+    rc = resolve_config(cfg, tmp_path)
+    root = runs.repo_root()
+    expected = (root / "runs") if root is not None else (tmp_path / "runs")
+    assert rc.logdir == expected.resolve() and rc.logdir.is_absolute()
+    monkeypatch.chdir(tmp_path)  # a later chdir (Hydra, job scripts) changes nothing
+    assert resolve_config(cfg, tmp_path).logdir == rc.logdir
+    rel = resolve_config(compose_config([*TINY, "general.logdir=out/logs", "general.checkpoint=x.pt"]), tmp_path)
+    assert rel.logdir == (tmp_path / "out" / "logs").resolve()
+    assert rel.checkpoint == (tmp_path / "x.pt").resolve()
+    assert resolve_config(compose_config([*TINY, "general.max_iterations=7"]), tmp_path).general["epochs"] == 7
+
+
+def test_metadata_without_git(monkeypatch):
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(runs.subprocess, "run", no_git)
+    assert runs.git_commit(REPO) is None
+    assert runs.git_commit(None) is None
+    fp = runs.node_fingerprint("cpu")
+    assert fp.device == "cpu" and fp.torch == torch.__version__
+
+
+def test_find_run_through_index_without_link(tmp_path):
+    logdir = tmp_path / "logs"
+    a = runs.make_run_dir(logdir, "pwm_5M_pendulum_seed1", now=0)
+    b = runs.make_run_dir(logdir, "pwm_5M_pendulum_seed1", now=0)  # same second: suffixed
+    assert a != b and b.name.endswith("-1")
+    runs.register_run(logdir, a, "pwm_5M_pendulum_seed1")
+    runs.register_run(logdir, b, "pwm_5M_pendulum_seed1")
+    assert runs.find_run(logdir, "pwm_5M_pendulum_seed1") == b
+    runs.latest_link(logdir, "pwm_5M_pendulum_seed1").unlink()
+    assert runs.find_run(logdir, "pwm_5M_pendulum_seed1") == b
+    with pytest.raises(FileNotFoundError):
+        runs.find_run(logdir, "nothing_here")
