@@ -44,6 +44,13 @@ _FLOAT_BYTES = 4
 # Episode table: start row, valid-start count and start offset, int64 each, per episode.
 _INDEX_BYTES_PER_EPISODE = 3 * 8
 _SAVE_FORMAT = "pwm.buffer/1"
+# ATen hands an op to the intra-op (OpenMP) pool once it spans more than GRAIN_SIZE elements
+# (searchsorted: 200 queries). A sample is ~1 MB of small copies: the fan-out saves little,
+# and whenever a pool thread is descheduled (a busy node, the trainer's own threads) each
+# such op waits for a scheduler tick: 8-16 ms per sample instead of ~0.1 ms, measured on a
+# loaded 2-core machine. So host sampling issues ops small enough to stay on the caller.
+_ATEN_GRAIN_ELEMENTS = 32768
+_SEARCHSORTED_CHUNK = 128
 _GIB = 1024**3
 
 
@@ -172,9 +179,11 @@ class Buffer:
         self.decision: StorageDecision | None = None
         self.skipped_episodes = 0  # episodes shorter than the horizon: no slice fits, not stored
         self._progress = progress
-        self._obs: torch.Tensor | None = None
-        self._act: torch.Tensor | None = None
-        self._rew: torch.Tensor | None = None
+        # One row per step: [obs | act | rew]. A sampled row is then ~3 cache lines in one
+        # place instead of three scattered reads, which is most of a host sample's cost.
+        self._row_width = self.obs_dim + self.act_dim + 1
+        self._data: torch.Tensor | None = None
+        self._steps: torch.Tensor | None = None  # arange(H+1) on the storage device, reused
         self._episodes: deque[tuple[int, int]] = deque()  # (start row, rows), oldest first
         self._rows = 0  # live rows
         self._write = 0  # next row to write
@@ -190,9 +199,10 @@ class Buffer:
     # -- sizes ---------------------------------------------------------------------------
     def storage_bytes(self) -> int:
         """Bytes of the full-capacity storage: float32 obs/act/rew rows plus the episode table."""
-        row_bytes = _FLOAT_BYTES * (self.obs_dim + self.act_dim + 1)
+        row_bytes = _FLOAT_BYTES * (self.obs_dim + self.act_dim + 1)  # == _row_width
         max_episodes = self.capacity // (self.horizon + 1)
-        return self.capacity * row_bytes + max_episodes * _INDEX_BYTES_PER_EPISODE
+        ghost_rows = self.horizon  # see _allocate
+        return (self.capacity + ghost_rows) * row_bytes + max_episodes * _INDEX_BYTES_PER_EPISODE
 
     def __len__(self) -> int:
         return self._rows
@@ -203,7 +213,7 @@ class Buffer:
 
     @property
     def storage_device(self) -> torch.device | None:
-        return None if self._obs is None else self._obs.device
+        return None if self._data is None else self._data.device
 
     # -- progress ------------------------------------------------------------------------
     def _emit(self, event: str, data: dict) -> None:
@@ -232,20 +242,21 @@ class Buffer:
         self._emit("storage_decision", self.decision.to_dict())
         where = torch.device(self.decision.device)
         self._emit("alloc.start", {"bytes": self.decision.bytes_needed, "device": str(where)})
-        pinned = self.decision.pinned
-
-        def empty(*shape: int) -> torch.Tensor:
-            return torch.empty(shape, dtype=torch.float32, device=where, pin_memory=pinned)
-
-        self._obs = empty(self.capacity, self.obs_dim)
-        self._act = empty(self.capacity, self.act_dim)
-        self._rew = empty(self.capacity)
+        # H ghost rows after the ring mirror its first H rows, so that a slice starting
+        # near the end reads straight through: no modulo on the sampling path.
+        self._data = torch.empty(
+            (self.capacity + self.horizon, self._row_width),
+            dtype=torch.float32,
+            device=where,
+            pin_memory=self.decision.pinned,
+        )
+        self._steps = torch.arange(self.horizon + 1, device=where).unsqueeze(1)
         self._generator = self._make_generator(0)
         self._emit("alloc", {"bytes": self.decision.bytes_needed, "device": str(where)})
 
     def _make_generator(self, stream: int) -> torch.Generator:
-        assert self._obs is not None
-        gen = torch.Generator(device=self._obs.device)
+        assert self._data is not None
+        gen = torch.Generator(device=self._data.device)
         if self.seed is None:
             gen.seed()
         else:
@@ -282,17 +293,14 @@ class Buffer:
         nan = float("nan")
         act_rows = torch.cat((act, act.new_full((1, keep, self.act_dim), nan)), 0)
         rew_rows = torch.cat((rew, rew.new_full((1, keep), nan)), 0)
-        block = (
-            obs.transpose(0, 1).reshape(keep * rows, self.obs_dim),
-            act_rows.transpose(0, 1).reshape(keep * rows, self.act_dim),
-            rew_rows.transpose(0, 1).reshape(keep * rows),
-        )
-        if self._obs is None:
+        block = torch.cat((obs, act_rows, rew_rows.unsqueeze(-1)), dim=-1)
+        block = block.transpose(0, 1).reshape(keep * rows, self._row_width)
+        if self._data is None:
             self._allocate()
         self._append(block, [rows] * keep)
         self._emit("fill", {"steps": len(self), "capacity": self.capacity})
 
-    def _append(self, block: tuple[torch.Tensor, ...], episode_rows: list[int]) -> None:
+    def _append(self, block: torch.Tensor, episode_rows: list[int]) -> None:
         """Write consecutive episodes' rows at the ring's write position and update the table."""
         total = sum(episode_rows)
         with self._lock:
@@ -300,8 +308,9 @@ class Buffer:
             while self._rows + total > self.capacity:
                 _, old_rows = self._episodes.popleft()
                 self._rows -= old_rows
-            for store, src in zip((self._obs, self._act, self._rew), block):
-                self._write_ring(store, src.to(store.device))
+            assert self._data is not None
+            self._write_ring(self._data, block.to(self._data.device))
+            self._data[self.capacity :] = self._data[: self.horizon]
             start = self._write
             for rows in episode_rows:
                 self._episodes.append((start, rows))
@@ -317,11 +326,11 @@ class Buffer:
             store[: src.shape[0] - first] = src[first:]
 
     def _build_index(self) -> _EpisodeIndex:
-        assert self._obs is not None
+        assert self._data is not None
         starts = torch.tensor([s for s, _ in self._episodes], dtype=torch.int64)
         valid = torch.tensor([r - self.horizon for _, r in self._episodes], dtype=torch.int64)
         cum = valid.cumsum(0)
-        dev = self._obs.device
+        dev = self._data.device
         return _EpisodeIndex(
             offsets=(starts - (cum - valid)).to(dev),
             cum_starts=cum.to(dev),
@@ -337,28 +346,39 @@ class Buffer:
                 raise RuntimeError(
                     f"the buffer holds no slice of {self.horizon + 1} rows yet: add() episodes first"
                 )
-            assert self._obs is not None and self._act is not None and self._rew is not None
-            dev = self._obs.device
+            assert self._data is not None and self._steps is not None
+            dev = self._data.device
             u = torch.randint(index.total_starts, (batch_size,), generator=generator, device=dev)
-            episode = torch.searchsorted(index.cum_starts, u, right=True)
-            starts = u + index.offsets[episode]
-            steps = torch.arange(self.horizon + 1, device=dev).unsqueeze(1)
-            rows = ((starts.unsqueeze(0) + steps) % self.capacity).reshape(-1)  # time-major
-            act_rows = rows[: self.horizon * batch_size]
-            obs = self._gather(self._obs, rows).view(self.horizon + 1, batch_size, self.obs_dim)
-            act = self._gather(self._act, act_rows).view(self.horizon, batch_size, self.act_dim)
-            rew = self._gather(self._rew, act_rows).view(self.horizon, batch_size, 1)
+            episode = self._episode_of(index.cum_starts, u)
+            starts = (u + index.offsets[episode]) % self.capacity  # B values: cheap
+            rows = (starts.unsqueeze(0) + self._steps).reshape(-1)  # time-major; ghost rows: no wrap
+            out = self._gather(self._data, rows).view(self.horizon + 1, batch_size, self._row_width)
+        o, a = self.obs_dim, self.obs_dim + self.act_dim
+        # Contiguous copies: callers get plain tensors, not strided views of a shared batch.
+        obs = out[..., :o].contiguous()
+        act = out[:-1, :, o:a].contiguous()
+        rew = out[:-1, :, a:].contiguous()
         return obs, act, rew
 
+    @staticmethod
+    def _episode_of(cum_starts: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Index of the episode holding global slice number u (see _ATEN_GRAIN_ELEMENTS)."""
+        if u.device.type != "cpu" or u.numel() <= _SEARCHSORTED_CHUNK:
+            return torch.searchsorted(cum_starts, u, right=True)
+        return torch.cat(
+            [torch.searchsorted(cum_starts, part, right=True) for part in u.split(_SEARCHSORTED_CHUNK)]
+        )
+
     def _gather(self, store: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        if store.device == self.device:
-            return store.index_select(0, rows)
-        if self.decision is not None and self.decision.pinned:
-            # Gather straight into pinned memory so the host-to-device copy can be async.
-            out = torch.empty((rows.numel(),) + store.shape[1:], dtype=store.dtype, pin_memory=True)
-            torch.index_select(store, 0, rows, out=out)
-            return out.to(self.device, non_blocking=True)
-        return store.index_select(0, rows).to(self.device)
+        if store.device.type != "cpu":
+            return store.index_select(0, rows).to(self.device)
+        pinned = self.decision is not None and self.decision.pinned and self.device.type == "cuda"
+        # Gathering straight into pinned memory lets the host-to-device copy run async.
+        out = torch.empty((rows.numel(),) + store.shape[1:], dtype=store.dtype, pin_memory=pinned)
+        chunk = max(1, _ATEN_GRAIN_ELEMENTS // self._row_width)
+        for begin in range(0, rows.numel(), chunk):
+            torch.index_select(store, 0, rows[begin : begin + chunk], out=out[begin : begin + chunk])
+        return out.to(self.device, non_blocking=pinned)
 
     def sample(self, batch_size: int | None = None) -> Sample:
         """obs [H+1,B,o], act [H,B,a], rew [H,B,1] on ``device``; each column is one episode's slice."""
@@ -383,7 +403,7 @@ class Buffer:
 
     # -- prefetch ------------------------------------------------------------------------
     def _start_prefetch(self) -> None:
-        if self._obs is None:
+        if self._data is None:
             raise RuntimeError("the buffer is empty: add() episodes before sample()")
         self._queue = queue.Queue(maxsize=self.prefetch)
         self._stop = threading.Event()
@@ -425,14 +445,13 @@ class Buffer:
         path = Path(path)
         with self._lock:
             order = [(s, r) for s, r in self._episodes]
+            data: dict[str, torch.Tensor] = {}
             if order:
-                rows = torch.cat(
-                    [(torch.arange(r) + s) % self.capacity for s, r in order]
-                ).to(self._obs.device if self._obs is not None else "cpu")
-                data = {name: t.index_select(0, rows).cpu() for name, t in
-                        (("obs", self._obs), ("act", self._act), ("rew", self._rew))}
-            else:
-                data = {}
+                assert self._data is not None
+                rows = torch.cat([(torch.arange(r) + s) % self.capacity for s, r in order])
+                live = self._data.index_select(0, rows.to(self._data.device)).cpu()
+                o, a = self.obs_dim, self.obs_dim + self.act_dim
+                data = {"obs": live[:, :o], "act": live[:, o:a], "rew": live[:, a]}
         state = {
             "format": _SAVE_FORMAT,
             "config": {
@@ -478,7 +497,8 @@ class Buffer:
                 first = state["obs"].shape[0] - sum(episode_rows)
             else:
                 first = 0
-            block = tuple(state[k][first:] for k in ("obs", "act", "rew"))
+            rew = state["rew"][first:].unsqueeze(1)
+            block = torch.cat((state["obs"][first:], state["act"][first:], rew), dim=1)
             buf._allocate()
             buf._append(block, episode_rows)
             buf._emit("fill", {"steps": len(buf), "capacity": buf.capacity})

@@ -83,12 +83,16 @@ def test_ring_overwrite_drops_whole_oldest_episodes() -> None:
     for i in range(4):
         buf.add(*episodes([i], steps=19))
     assert len(buf) == 80
-    buf.add(*episodes([4], steps=19))  # overwrites rows of episode 0 only
+    buf.add(*episodes([4], steps=19))  # rows 80..89 then 0..9: overwrites episode 0 only
     assert buf.num_episodes == 4 and len(buf) == 80
     seen: set[int] = set()
+    starts_of_4: set[int] = set()
     for _ in range(5):
-        seen |= check_slices(*buf.sample())
+        obs, act, rew = buf.sample()
+        seen |= check_slices(obs, act, rew)
+        starts_of_4 |= {int(t) for t in obs[0, obs[0, :, 0] == 4, 1]}
     assert seen == {1, 2, 3, 4}
+    assert starts_of_4 == set(range(16))  # incl. the slices that run across the ring's end
     buf.add(*episodes([5, 6], steps=19))
     seen = set()
     for _ in range(5):
