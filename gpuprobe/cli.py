@@ -14,9 +14,6 @@ from rich.console import Console
 from gpuprobe import __version__, exitcodes
 from gpuprobe.stages import STAGE_NAMES
 
-EPILOG = exitcodes.HELP_TEXT
-
-
 def results_option(f):
     return click.option(
         "--results", "results", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -32,10 +29,21 @@ def emit_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-class Group(click.Group):
+class _ExitCodesHelp:
+    """Every command's --help ends with the exit codes a script can branch on."""
+
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
         with formatter.section("Exit codes"):
-            formatter.write_text(EPILOG)
+            formatter.write_dl(exitcodes.HELP_ROWS)
+
+
+class Command(_ExitCodesHelp, click.Command):
+    pass
+
+
+class Group(_ExitCodesHelp, click.Group):
+    command_class = Command
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -65,6 +65,7 @@ class StageResult:
     error: dict | None = None          # {"type", "message", "traceback"}
     evidence: dict | None = None       # stacks, process and GPU snapshots (hang, slow, crash)
     signatures: list[dict] = field(default_factory=list)
+    logs: list[dict] = field(default_factory=list)  # the stage's own log events (bounded)
     provenance: str = "probed"
 
     @property

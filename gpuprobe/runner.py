@@ -30,6 +30,7 @@ from gpuprobe.watchdog import EventTail, Supervision, classify_timeout, supervis
 log = logging.getLogger(__name__)
 BAD = (FAIL, CRASH, HANG, SLOW, UNKILLABLE)
 LOG_TAIL_CHARS = 4000
+MAX_LOGS = 50
 
 
 @dataclass
@@ -214,6 +215,8 @@ class Runner:
                  stacks: Path, logf: Path, timeout: float) -> StageResult:
         res.duration_s = round(sup.ended - sup.started, 3)
         res.marks = [Mark(m["name"], round(m["t"] - sup.started, 4), m.get("data") or {}) for m in sup.marks]
+        res.logs = [{"t": round(e["t"] - sup.started, 4), "level": e.get("level"), "msg": e.get("msg"),
+                     "data": e.get("data") or {}} for e in sup.events if e.get("ev") == "log"][-MAX_LOGS:]
         if sup.outcome == "timeout":
             window = stall_window(self.cfg, timeout)
             status, detail = classify_timeout(sup, window)

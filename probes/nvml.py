@@ -25,11 +25,14 @@ def run(ctx: StageContext) -> dict:
         for index in range(count):
             info = nv.device_info(index)
             snap = nv.snapshot(index)
-            ctx.mark(f"device@{index}", name=info.get("name"), error=info.get("error"))
+            ctx.mark(f"device@{index}", gpu_name=info.get("name"), error=info.get("error"))
             devices.append({**info, "state": snap})
-        lost = [d["index"] for d in devices if "error" in d]
-        if lost:
-            raise RuntimeError(f"GPU(s) {lost} not usable: {devices[lost[0]]['error']}")
+        # a GPU whose handle works but whose name NVML cannot read has fallen off the bus
+        broken = {d["index"]: d.get("error") or d["name"]["not_available"]
+                  for d in devices if "error" in d or isinstance(d.get("name"), dict)}
+        if broken:
+            index, why = next(iter(broken.items()))
+            raise RuntimeError(f"GPU(s) {sorted(broken)} not usable: GPU {index}: {why}")
         return {"driver_version": driver if available(driver) else None,
                 "cuda_driver_version": cuda if available(cuda) else None,
                 "device_count": count, "devices": devices, "simulated": nv.simulated}

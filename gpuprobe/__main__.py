@@ -1,0 +1,5 @@
+"""``python -m gpuprobe`` is the ``gpuprobe`` command."""
+
+from gpuprobe.cli import main
+
+main()
