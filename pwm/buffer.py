@@ -355,10 +355,21 @@ class Buffer:
             out = self._gather(self._data, rows).view(self.horizon + 1, batch_size, self._row_width)
         o, a = self.obs_dim, self.obs_dim + self.act_dim
         # Contiguous copies: callers get plain tensors, not strided views of a shared batch.
-        obs = out[..., :o].contiguous()
-        act = out[:-1, :, o:a].contiguous()
-        rew = out[:-1, :, a:].contiguous()
+        obs = self._contiguous(out[..., :o])
+        act = self._contiguous(out[:-1, :, o:a])
+        rew = self._contiguous(out[:-1, :, a:])
         return obs, act, rew
+
+    @staticmethod
+    def _contiguous(view: torch.Tensor) -> torch.Tensor:
+        """``view.contiguous()``, on the host in time-step chunks below ATen's parallel grain."""
+        if view.device.type != "cpu" or view.numel() <= _ATEN_GRAIN_ELEMENTS:
+            return view.contiguous()
+        dst = torch.empty(view.shape, dtype=view.dtype)
+        step = max(1, _ATEN_GRAIN_ELEMENTS // max(1, view[0].numel()))
+        for t in range(0, view.shape[0], step):
+            dst[t : t + step] = view[t : t + step]
+        return dst
 
     @staticmethod
     def _episode_of(cum_starts: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
