@@ -104,12 +104,14 @@ def run_stage(stage: str, config: dict, events_path: str, stacks_path: str | Non
         ctx = StageContext(stage, config, events, points)
         module = importlib.import_module(BY_NAME[stage].module)
         data = module.run(ctx) or {}
-        events.emit("result", status="pass", data=data)
+        # a one-line ``summary`` in the data is the stage's reason (mixed outcomes, e.g. sim)
+        summary = data.get("summary") if isinstance(data.get("summary"), str) else None
+        events.emit("result", status="pass", data=data, reason=summary)
     except StageSkipped as skip:
         events.emit("result", status="skip", reason=str(skip), data=getattr(skip, "data", {}))
     except BaseException as exc:  # the stage failed: keep the traceback, report, exit cleanly
         events.emit(
-            "result", status="fail", reason=f"{type(exc).__name__}: {exc}",
+            "result", status="fail", reason=f"{type(exc).__name__}: {exc}", data=getattr(exc, "data", None) or {},
             error={"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()},
         )
     finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from gpuprobe import __version__, exitcodes
+from gpuprobe import __version__, exitcodes, run_options
 from gpuprobe.stages import STAGE_NAMES
 
 def results_option(f):
@@ -145,12 +145,13 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
               help="A stage option, e.g. -o alloc.cpu_max_mib=256 (repeatable).")
 @click.option("--no-fork-server", is_flag=True, help="Start each stage in a fresh interpreter (slower).")
 @click.option("--keep-scratch", is_flag=True, help="Keep the raw event and log files of the stages.")
+@run_options.probe_flags
 @results_option
 @json_option
 @click.pass_context
 def run(ctx: click.Context, stage: str | None, only: bool, device: str, gpus: str | None, timeout: float | None,
         stall_window: float | None, options: tuple[str, ...], no_fork_server: bool, keep_scratch: bool,
-        results: Path | None, as_json: bool) -> None:
+        results: Path | None, as_json: bool, **probe_flags: object) -> None:
     """Run the staged probes, each in its own process with a timeout.
 
     Stages, in order: nvml, cuda, alloc, sim, buffer, train. --stage X runs the stages
@@ -166,6 +167,7 @@ def run(ctx: click.Context, stage: str | None, only: bool, device: str, gpus: st
       gpuprobe run --stage buffer
       gpuprobe run --device cpu --only --stage alloc --timeout 5
       GPUPROBE_FAILPOINTS='alloc.alloc@64MiB=hang' gpuprobe run --only --stage alloc --timeout 5
+      gpuprobe run --stage buffer --storage auto --pin-memory --prefetch 12 --free-memory-gb 48
     """
     from gpuprobe import paths, stages
     from gpuprobe.console import LiveProgress, print_run
@@ -174,7 +176,7 @@ def run(ctx: click.Context, stage: str | None, only: bool, device: str, gpus: st
     if only and stage is None:
         raise click.UsageError("--only needs --stage")
     gpu_list = _parse_gpus(gpus)
-    stage_options = _parse_options(options)
+    stage_options = run_options.apply(_parse_options(options), probe_flags)
     target = paths.resolve_results_dir(results)
     paths.ensure_writable(target)
     cfg = RunConfig(stages=stages.plan(stage, only), results_dir=target.path, device=device, gpus=gpu_list,

@@ -27,6 +27,14 @@ class Case:
     stacks: str                        # all stack text we have (py-spy / faulthandler / traceback / log)
     fingerprint: dict
     reason: str = ""
+    device: str = ""                   # "cpu" or "cuda": where the stage ran
+    process: dict = field(default_factory=dict)   # evidence.process: CPU%, states, threads
+
+    @property
+    def cpu_percent(self) -> float | None:
+        """CPU% of the stage's process tree over the evidence window (None: not measured)."""
+        value = self.process.get("cpu_percent_total")
+        return float(value) if isinstance(value, (int, float)) else None
 
     @property
     def last_mark(self) -> str | None:
@@ -79,7 +87,8 @@ def case_from(result: Any, fingerprint: Any) -> Case:
              ((d.get("error") or {}).get("traceback") or "")]
     marks = [m if isinstance(m, dict) else {"name": m.name, "t": m.t, "data": m.data} for m in d.get("marks") or []]
     return Case(stage=d.get("stage", ""), status=d.get("status", ""), marks=marks, data=d.get("data") or {},
-                stacks="\n".join(parts), fingerprint=fp, reason=d.get("reason") or "")
+                stacks="\n".join(parts), fingerprint=fp, reason=d.get("reason") or "",
+                device=d.get("device") or "", process=ev.get("process") or {})
 
 
 def rules() -> list[Signature]:
