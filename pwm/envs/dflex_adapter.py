@@ -116,6 +116,7 @@ def make_dflex_env(
         device=str(device),
         seed=seed,
         no_grad=True,
+        stochastic_init=True,  # every PWM dflex config sets it; DiffRL's default is False
         episode_length=episode_length or spec.episode_length,
     )
     return DflexVecEnv(name, env, spec)
