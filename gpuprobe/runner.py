@@ -229,7 +229,8 @@ class Runner:
             ev["log_tail"] = _tail(logf)
             res.status = UNKILLABLE if kill["survivors"] else status
             res.evidence = ev
-            res.data = {"timeout_s": timeout, **detail}
+            res.data = {"timeout_s": timeout, "timed_out_at_unix": round(time.time() - (time.monotonic() - sup.ended), 4),
+                        **detail}
             last = res.last_mark or "(no mark)"
             if res.status == SLOW:
                 res.reason = f"timed out after {timeout:g} s while still making progress (last mark {last})"

@@ -78,7 +78,7 @@ def run(ctx: StageContext) -> dict:
     import psutil
 
     available = psutil.virtual_memory().available
-    limit = min(int(available * fraction), int(ctx.options.get("cpu_max_mib", 256)) * MIB)
+    limit = min(int(available * fraction), int(ctx.options.get("cpu_max_mib", 128)) * MIB)
     ctx.mark("host_memory", available_bytes=available, limit_bytes=limit)
     rows = allocate_staged(ctx, torch, "cpu", limit)
     why = "torch is a CPU-only build" if torch.version.cuda is None else "--device cpu"
