@@ -157,6 +157,9 @@ def main(cfg: DictConfig) -> None:
     logging.getLogger("pwm").setLevel(rc.general.get("log_level", "INFO"))
     # Hook point: checks that must pass before anything is built (envs, Buffer, models) go here,
     # between resolving the config and run().
+    from pwm.gate import preflight_gate
+
+    preflight_gate(rc.general)  # exits 4 on a node known to be incompatible (general.preflight)
     code = run(rc)
     if code:
         sys.exit(code)

@@ -103,3 +103,16 @@ def field_report(folder: Path) -> list[Path]:
     paths.append(make_result(folder, "h200", "h200-n1", {"cuda": "pass", "buffer": "pass", "train": "pass"},
                              at=T0 + timedelta(hours=4), provenance="reported"))
     return paths
+
+
+def write_fixtures(root: Path) -> None:
+    """Regenerate tests/fixtures/: python tests/result_factory.py"""
+    import json
+
+    field_report(root / "field")
+    for scenario, host in (("l40s", "l40s-n9"), ("h200", "h200-n7")):
+        (root / f"{scenario}-node.fingerprint.json").write_text(json.dumps(fingerprint(scenario, host), indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    write_fixtures(Path(__file__).resolve().parent / "fixtures")

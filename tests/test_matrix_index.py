@@ -1,0 +1,81 @@
+"""The result index: warm refreshes read nothing, changes are picked up, broken caches rebuilt."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from gpuprobe import index as ix
+from gpuprobe import matrix as mx
+from result_factory import T0, make_result
+
+
+def _refresh(folder, **kw):
+    with ix.ResultIndex(folder) as idx:
+        return idx.refresh(**kw)
+
+
+def test_warm_refresh_reads_only_changed_files(tmp_path):
+    paths = [make_result(tmp_path, "l40s", f"n{i}", {"buffer": "hang"}, at=T0 + timedelta(hours=i)) for i in range(3)]
+    first = _refresh(tmp_path)
+    assert (first.files, first.read) == (3, 3) and first.index_path == tmp_path / ix.INDEX_NAME
+    assert _refresh(tmp_path).read == 0
+    make_result(tmp_path, "l40s", "n0", {"buffer": "pass"}, run_id=paths[0].name.split(".")[0])  # rewritten
+    paths[1].unlink()
+    stats = _refresh(tmp_path)
+    assert (stats.files, stats.read, stats.removed) == (2, 1, 1)
+    cell = next(r for r in mx.build([tmp_path])["rows"])["cells"]["buffer"]
+    assert cell["summary"] == "hang 1/2, pass 1/2"
+
+
+def test_quick_refresh_trusts_folder_mtimes_but_sees_new_files(tmp_path):
+    make_result(tmp_path / "a", "h200", "h1", {"cuda": "pass"})
+    _refresh(tmp_path)
+    # pretend the folders settled long ago so their mtimes are trusted
+    for d in (tmp_path, tmp_path / "a"):
+        os.utime(d, ns=(10**18, 10**18))
+    _refresh(tmp_path)
+    assert _refresh(tmp_path, quick=True).quick
+    make_result(tmp_path / "a", "h200", "h2", {"cuda": "pass"})  # atomic rename changes a's mtime
+    stats = _refresh(tmp_path, quick=True)
+    assert not stats.quick and stats.files == 2
+
+
+def test_corrupt_index_is_rebuilt(tmp_path):
+    make_result(tmp_path, "l40s", "n1", {"buffer": "hang"})
+    _refresh(tmp_path)
+    (tmp_path / ix.INDEX_NAME).write_bytes(b"this is not sqlite" * 100)
+    stats = _refresh(tmp_path)
+    assert stats.files == 1 and stats.read == 1
+
+
+def test_unwritable_results_folder_uses_the_cache_folder(tmp_path, monkeypatch):
+    make_result(tmp_path / "ro", "l40s", "n1", {"buffer": "hang"})
+    cache = tmp_path / "cache" / "idx.sqlite"
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    # the first place cannot hold a folder (a file is in the way), as on a read-only mount
+    monkeypatch.setattr(ix, "index_paths", lambda folder: [blocked / "index.sqlite", cache])
+    stats = _refresh(tmp_path / "ro")
+    assert stats.index_path == cache and cache.exists()
+    monkeypatch.setattr(ix, "index_paths", lambda folder: [blocked / "index.sqlite"])
+    stats = _refresh(tmp_path / "ro")
+    assert stats.index_path is None and stats.files == 1  # no cache at all: still answers
+    m = mx.build([tmp_path / "ro"])
+    assert m["rows"][0]["cells"]["buffer"]["summary"] == "hang 1/1"
+
+
+def test_unreadable_files_are_remembered_until_they_change(tmp_path):
+    bad = tmp_path / "x.result.json"
+    bad.write_text("{not json")
+    assert [p for p, _ in _refresh(tmp_path).unreadable] == ["x.result.json"]
+    assert _refresh(tmp_path).read == 0 and _refresh(tmp_path).unreadable
+    make_result(tmp_path, "h200", "h1", {"cuda": "pass"}, run_id="x")
+    stats = _refresh(tmp_path)
+    assert stats.unreadable == [] and stats.files == 1
+
+
+def test_time_normalisation():
+    assert ix.normalise_time("2025-11-09") == "2025-11-09T00:00:00.000000Z"
+    assert ix.normalise_time("2025-11-09T12:00:00+01:00") == "2025-11-09T11:00:00.000000Z"
+    assert ix.normalise_time("nonsense") is None
