@@ -94,7 +94,8 @@ class PWMAgent:
         return self.actor(self.encode(obs), deterministic=deterministic)
 
     def scale_reward(self, rew: torch.Tensor) -> torch.Tensor:
-        return self.rew_rms.normalize(rew, center=False)
+        # No clipping: rare large rewards (a balanced pole) are exactly the ones to keep.
+        return self.rew_rms.normalize(rew, center=False, clip=None)
 
     # ---- learning-rate schedule ---------------------------------------------------------
     def set_progress(self, frac: float) -> dict[str, float]:

@@ -112,7 +112,8 @@ def run(rc: ResolvedConfig) -> int:
         buffer_size=int(alg["buffer_size"]), buffer_options=dict(alg.get("buffer") or {}),
         wm_warmup_iterations=int(alg.get("wm_warmup_iterations", 0)),
         save_interval=int(general["save_interval"]), eval_interval=int(general["eval_interval"]),
-        eval_episodes=int(general["eval_episodes"]), checkpoint=rc.checkpoint,
+        eval_episodes=int(general["eval_episodes"]), target_return=general.get("target_return"),
+        checkpoint=rc.checkpoint,
         agent=agent_config(alg), config=rc.config)
     metrics = runs.MetricsLog(run_dir / runs.METRICS)
     buffer = wandb_run = None

@@ -53,6 +53,7 @@ class TrainSettings:
     save_interval: int = 500
     eval_interval: int = 0
     eval_episodes: int = 16
+    target_return: float | None = None  # stop early once an evaluation reaches it
     checkpoint: Path | None = None
     agent: AgentConfig = field(default_factory=AgentConfig)
     config: dict[str, Any] = field(default_factory=dict)  # resolved config, stored in checkpoints
@@ -188,6 +189,8 @@ class Trainer:
         self.env_steps = 0
         self.best_return = -math.inf
         self.warmed_up = False
+        self.started = time.monotonic()
+        self.reached_target = False
 
     # ---- checkpoints --------------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
@@ -250,13 +253,16 @@ class Trainer:
         mean_return = self.collector.mean_return()
         record.update({"iteration": self.iteration, "env_steps": self.env_steps,
                        "episodes": self.collector.episodes, "buffer_size": len(self.buffer),
-                       "train/return": mean_return, "time/epoch": time.perf_counter() - t0})
+                       "train/return": mean_return, "time/epoch": time.perf_counter() - t0,
+                       "time/elapsed": time.monotonic() - self.started})
         # "Best" as upstream: lowest policy loss = highest mean return over the last 100 episodes.
         if mean_return is not None and mean_return > self.best_return:
             self.best_return = mean_return
             self.checkpoints.save(BEST, self.checkpoint_state())
         if self.s.eval_interval and self.iteration % self.s.eval_interval == 0:
             record.update(evaluate(self.agent, self.eval_env))
+            target = self.s.target_return
+            self.reached_target = target is not None and record["eval/return"] >= target
         if self.s.save_interval and self.iteration % self.s.save_interval == 0:
             self.checkpoints.save(LATEST, self.checkpoint_state())
         return record
@@ -279,9 +285,12 @@ class Trainer:
         else:
             self.checkpoints.save(INIT, self.checkpoint_state())
         try:
-            while self.iteration < self.s.epochs:
+            while self.iteration < self.s.epochs and not self.reached_target:
                 self.log_record(self.epoch())
                 self.stop.check()
+            if self.reached_target:
+                log.info("eval return reached general.target_return=%s at iteration %d",
+                         self.s.target_return, self.iteration)
         except Preempted:
             self.checkpoints.save(LATEST, self.checkpoint_state())
             raise
@@ -290,6 +299,7 @@ class Trainer:
         self.checkpoints.save(FINAL, self.checkpoint_state())
         self.checkpoints.save_buffer(self.buffer)
         final = {"iteration": self.iteration, "env_steps": self.env_steps,
+                 "time/elapsed": time.monotonic() - self.started,
                  "train/return": self.collector.mean_return(), "best_return": self.best_return,
                  **evaluate(self.agent, self.eval_env)}
         self.metrics.write({**final, "final": True})

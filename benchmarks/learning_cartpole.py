@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""Learning benchmark: pwm_5M on the bundled cart-pole swing-up, on the CPU.
+
+Claim checked: the deterministic evaluation return rises from near zero to >= 80% of the scripted
+swing-up controller's return (pwm.envs.cartpole.reference_return), within the wall budget.
+Training stops early at that point (general.target_return). Deviations from the pwm_5M defaults
+are the CLI options below; BENCHMARKS.md lists the ones used for the recorded result.
+
+    nohup python benchmarks/learning_cartpole.py --seed 42 > benchmarks/out/learning_cartpole.log 2>&1 &
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pwm import runs  # noqa: E402
+from pwm.envs.cartpole import reference_return  # noqa: E402
+from pwm.plots import make_plots  # noqa: E402
+from pwm.train import compose_config, resolve_config, run  # noqa: E402
+
+log = logging.getLogger("learning_cartpole")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--epochs", type=int, default=400, help="upper bound; LR decays over this many")
+    ap.add_argument("--num-envs", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=64, help="world-model and actor batch (default pwm_5M: 256)")
+    ap.add_argument("--wm-iterations", type=int, default=8)
+    ap.add_argument("--wm-warmup", type=int, default=50, help="extra wm updates when the first episodes land")
+    ap.add_argument("--eval-interval", type=int, default=10)
+    ap.add_argument("--eval-episodes", type=int, default=16)
+    ap.add_argument("--goal", type=float, default=0.8, help="fraction of the reference return")
+    ap.add_argument("--logdir", type=Path, default=REPO / "benchmarks" / "out")
+    ap.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("overrides", nargs="*", help="more Hydra overrides, listed in the summary")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    reference = reference_return()
+    target = args.goal * reference
+    overrides = [
+        "alg=pwm_5M", "env=cartpole_swingup", f"general.seed={args.seed}", "general.device=cpu",
+        f"general.epochs={args.epochs}", f"env.num_envs={args.num_envs}",
+        f"alg.agent.wm_batch_size={args.batch}", f"alg.agent.actor_batch_size={args.batch}",
+        f"alg.agent.wm_iterations={args.wm_iterations}", f"alg.wm_warmup_iterations={args.wm_warmup}",
+        f"general.eval_interval={args.eval_interval}", f"general.eval_episodes={args.eval_episodes}",
+        f"general.target_return={target}", f"general.logdir={args.logdir.resolve()}",
+        "general.save_interval=100", *args.overrides,
+    ]
+    rc = resolve_config(compose_config(overrides), Path.cwd(), [str(Path(__file__).resolve()), *sys.argv[1:]])
+    t0 = time.monotonic()
+    load_before = os.getloadavg()
+    code = run(rc)
+    wall = time.monotonic() - t0
+    run_dir = runs.find_run(rc.logdir, f"pwm_5M_cartpole_swingup_seed{args.seed}")
+    records = runs.read_metrics(run_dir / runs.METRICS)
+    evals = [(r["iteration"], r["time/elapsed"], r["eval/return"]) for r in records
+             if "eval/return" in r and not r.get("final")]
+    first_eval = evals[0][2] if evals else None
+    reached = next(((it, t, ret) for it, t, ret in evals if ret >= target), None)
+    best = max(evals, key=lambda e: e[2]) if evals else None
+    summary = {
+        "exit_code": code, "seed": args.seed, "reference_return": reference, "target_return": target,
+        "first_eval_return": first_eval, "best_eval": best, "reached": reached,
+        "final": next((r for r in records if r.get("final")), None),
+        "wall_s": wall, "overrides": overrides, "run_dir": str(run_dir),
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "command": " ".join([sys.executable, *sys.argv]),
+    }
+    args.results.mkdir(parents=True, exist_ok=True)
+    for png in make_plots(run_dir, run_dir, reference=reference):
+        (args.results / f"learning_cartpole_{png.name}").write_bytes(png.read_bytes())
+    (args.results / "learning_cartpole.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    log.info("summary: %s", json.dumps(summary, default=str))
+    return 0 if reached else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
