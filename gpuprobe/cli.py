@@ -183,6 +183,7 @@ def run(ctx: click.Context, stage: str | None, only: bool, device: str, gpus: st
                     timeout=timeout, stall_window=stall_window, fork_server=not no_fork_server,
                     options=stage_options, keep_scratch=keep_scratch)
     err = Console(stderr=True)
+    _exit_cleanly_on_sigterm()
     with LiveProgress(err, enabled=True) as live:
         runner = Runner(cfg, on_event=live.event, on_stage_done=live.stage_done)
         if runner.device == "cpu" and device == "auto":
@@ -194,6 +195,19 @@ def run(ctx: click.Context, stage: str | None, only: bool, device: str, gpus: st
     else:
         print_run(Console(), doc, str(runner.path))
     ctx.exit(doc["summary"]["exit_code"])
+
+
+class Terminated(SystemExit):
+    """SIGTERM (scancel, a job's time limit): unwind so the stage in flight is killed too."""
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 @cli.command()

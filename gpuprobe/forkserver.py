@@ -29,6 +29,17 @@ import traceback
 from gpuprobe.child import EventWriter, run_stage
 
 
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL us when our parent dies (a parent killed with -9 cannot clean up)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent's own cleanup still applies
+
+
 def _send(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -55,6 +66,7 @@ def _fork_stage(req: dict) -> int:
     code = 70  # EX_SOFTWARE, if anything below goes wrong before the stage reports
     try:
         os.setsid()  # own session and process group: a kill takes the grandchildren too
+        die_with_parent()
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
         log_fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -118,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", required=True, help="JSON-lines file for the preload marks")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches it
+    die_with_parent()
     return serve(args.preload, args.events)
 
 

@@ -72,6 +72,9 @@ class Runner:
         self.preload: dict = {}
         self._server: ForkServerClient | None = None
         self._server_failed: str | None = None
+        self._current: StageProcess | None = None   # the stage process in flight
+        self._current_name: str | None = None
+        self.interrupted: str | None = None
 
     # -- planning -------------------------------------------------------------------
     def _resolve_device(self) -> tuple[str, str]:
@@ -97,6 +100,7 @@ class Runner:
             "started_at": self.started_at,
             "finished_at": utc_now() if complete else None,
             "complete": complete,
+            **({"interrupted": self.interrupted} if self.interrupted else {}),
             "provenance": {
                 "kind": "simulated" if fp.get("simulated") else "probed",
                 "command": self.cfg.command,
@@ -135,6 +139,9 @@ class Runner:
                     self.on_stage_done(result)
             self.save(complete=True)
             return self.document(complete=True)
+        except BaseException as exc:  # Ctrl-C or SIGTERM: take the stage down with us, keep the rest
+            self._abandon_current(exc)
+            raise
         finally:
             if self._server is not None:
                 self._server.close()
@@ -142,6 +149,17 @@ class Runner:
                 log.info("scratch kept in %s", scratch)
             else:
                 shutil.rmtree(scratch, ignore_errors=True)
+
+    def _abandon_current(self, exc: BaseException) -> None:
+        """Kill the stage in flight (it lives in its own session, out of the terminal's reach)."""
+        proc, self._current = self._current, None
+        if proc is not None:
+            reaper.kill_tree(proc.pid, proc.pid, poll=proc.poll)
+        self.interrupted = f"interrupted ({type(exc).__name__}) during stage {self._current_name or '-'}"
+        try:
+            self.save(complete=False)
+        except OSError as err:
+            log.error("could not save the interrupted run: %s", err)
 
     def _child_env(self) -> dict:
         env = dict(os.environ)
@@ -178,8 +196,11 @@ class Runner:
                   "failpoints": os.environ.get(FAILPOINTS_ENV, ""), "preload": self.preload}
         started = time.monotonic()
         proc = self._launch(spec, config, events, stacks, logf)
+        self._current, self._current_name = proc, spec.name
         sup = supervise(proc, EventTail(events), timeout, lambda ev: self.on_event(spec.name, gpu, ev), started)
-        return self._verdict(base, spec, proc, sup, stacks, logf, timeout)
+        result = self._verdict(base, spec, proc, sup, stacks, logf, timeout)
+        self._current = None
+        return result
 
     def _launch(self, spec: StageSpec, config: dict, events: Path, stacks: Path, logf: Path) -> StageProcess:
         if spec.preload and self._server is not None and self._server_failed is None:
