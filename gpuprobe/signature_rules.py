@@ -31,7 +31,9 @@ def _host_storage_for_cuda(case: Case) -> bool:
             continue
         compute = str(d.get("compute_device") or "")
         by_rule = "PWM's rule" in str(d.get("reason") or "")  # auto policy, decided on free memory
-        if compute.startswith("cuda") or by_rule or (d.get("simulated") and d.get("free_bytes") is not None):
+        # a simulated decision (--free-memory-gb) carries compute_device cuda:0; the Buffer's real
+        # decision on a CPU compute device is host storage by definition and says nothing
+        if compute.startswith("cuda") or by_rule:
             return True
     return False
 

@@ -217,14 +217,17 @@ def options(ctx: StageContext) -> dict:
     }
 
 
-def bisect(run_one: Any, ok: int | None, bad: int, steps: int) -> list[int]:
-    """Geometric bisection between the largest capacity in budget and the first one over it."""
+def bisect(run_one: Any, ok: int | None, bad: int, steps: int, smallest: int) -> list[int]:
+    """Geometric bisection between the largest capacity in budget and the first one over it.
+
+    With nothing in budget it steps down by 10x, not below ``smallest`` (a few slices).
+    """
     tried = []
     lo = ok or 0
     for _ in range(steps):
         mid = int(math.sqrt(max(lo, 1) * bad)) if lo else bad // 10
         mid = int(float(f"{mid:.2g}"))  # round numbers read better in marks and tables
-        if mid <= lo or mid >= bad or bad / max(mid, 1) < 1.1:
+        if mid < smallest or mid <= lo or mid >= bad or bad / max(mid, 1) < 1.1:
             break
         tried.append(mid)
         if run_one(mid):
@@ -270,7 +273,7 @@ def run(ctx: StageContext) -> dict:
         "not_attempted": [c for c in o["capacities"] if c not in {r["capacity"] for r in results}],
     }
     if o["bisect"]:
-        tried = bisect(run_one, last_ok, first_over, o["bisect_steps"]) if first_over is not None else []
+        tried = bisect(run_one, last_ok, first_over, o["bisect_steps"], 4 * (o["horizon"] + 1)) if first_over is not None else []
         ok = [r["capacity"] for r in results if r["completed"]]
         bad = [r["capacity"] for r in results if not r["completed"]]
         data["bisect"] = {"largest_in_budget": max(ok) if ok else None,

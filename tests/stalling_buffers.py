@@ -74,3 +74,34 @@ class SlowSampleBuffer(_Base):
         while time.monotonic() < end:  # busy, like host-storage gathers on a loaded node
             pass
         return self._batch()
+
+
+# -- running gpuprobe as a user would, for the probe tests -----------------------------
+def run_gpuprobe(args: list[str], results: str, failpoints: str = "", extra_env: dict | None = None,
+                 timeout: float = 90) -> tuple[int, dict]:
+    """``gpuprobe run ARGS --json`` in a subprocess (the real CLI, runner and children).
+
+    Returns (exit code, result document).
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GPUPROBE_FAILPOINTS": failpoints, **(extra_env or {})}
+    proc = subprocess.run([sys.executable, "-m", "gpuprobe.cli", "run", *args, "--results", results, "--json"],
+                          capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        doc = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(f"no JSON from gpuprobe (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return proc.returncode, doc
+
+
+def stage(doc: dict, name: str) -> dict:
+    return next(s for s in doc["stages"] if s["stage"] == name)
+
+
+def mark_names(result: dict) -> list[str]:
+    return [m["name"] for m in result["marks"]]
