@@ -33,7 +33,7 @@ from gpuprobe.results import SUFFIX, ResultFileError, read_result
 log = logging.getLogger(__name__)
 
 INDEX_NAME = ".gpuprobe-cache/index.sqlite"   # .gpuprobe-cache/ is git-ignored
-INDEX_SCHEMA = "3"
+INDEX_SCHEMA = "4"
 BUSY_TIMEOUT_S = 30.0
 # A folder modified this recently may still change within the same mtime tick (1 s on
 # some NFS servers): its mtime is not trusted for the quick "nothing changed" check.
@@ -42,6 +42,7 @@ STACK_FIELDS = ("gpu_model", "arch", "driver", "cuda", "torch", "dflex")
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, generation INTEGER, data TEXT);
 CREATE TABLE IF NOT EXISTS files (
   path TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, error TEXT,
   run_id TEXT, started_at TEXT, complete INTEGER, provenance TEXT, hostname TEXT, stack_id TEXT);
@@ -199,6 +200,7 @@ class ResultIndex:
                                "DROP TABLE IF EXISTS stage_runs; DROP TABLE IF EXISTS meta;")
             conn.executescript(_DDL)
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (INDEX_SCHEMA,))
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', '0')")
         return conn
 
     def _open(self, cache: bool) -> sqlite3.Connection:
@@ -321,6 +323,9 @@ class ResultIndex:
                 self._index_file(rel, seen[rel], replace=rel in known)
             cur.execute("DELETE FROM dirs")
             cur.executemany("INSERT INTO dirs VALUES (?, ?)", dirs.items())
+            if changed or gone:  # answers computed before this refresh are stale now
+                cur.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+                cur.execute("DELETE FROM answers")
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")

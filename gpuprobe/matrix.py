@@ -202,14 +202,21 @@ def build(folders: list[Path], view: str = "stack", flt: MatrixFilter | None = N
     if unknown:
         raise MatrixError(f"unknown stage {', '.join(sorted(unknown))} (known: {', '.join(STAGE_NAMES)})")
     ev = open_evidence(folders, cache=cache)
+    stages = [s for s in STAGE_NAMES if (not flt.stages or s in flt.stages)]
     try:
         assert ev.conn is not None
-        cells = query_cells(ev.conn, view, flt)
-        stacks = _stack_labels(ev.conn)
-        stages = [s for s in STAGE_NAMES if (not flt.stages or s in flt.stages)]
-        row_ids = sorted({gid for gid, _ in cells}, key=lambda r: str(r))
-        rows = [{"id": gid, "key": _row_label(view, gid, stacks, ev.conn),
-                 "cells": {s: cells.get((gid, s)) for s in stages}} for gid in row_ids]
+        key = _answer_key(ev, view, flt)
+        cached = _stored_answer(ev.conn, key) if key else None
+        if cached is not None:
+            rows = json.loads(cached)
+        else:
+            cells = query_cells(ev.conn, view, flt)
+            stacks = _stack_labels(ev.conn)
+            row_ids = sorted({gid for gid, _ in cells}, key=lambda r: str(r))
+            rows = [{"id": gid, "key": _row_label(view, gid, stacks, ev.conn),
+                     "cells": {s: cells.get((gid, s)) for s in stages}} for gid in row_ids]
+            if key:
+                _store_answer(ev.conn, key, json.dumps(rows))
     finally:
         ev.close()
     return {
@@ -220,6 +227,37 @@ def build(folders: list[Path], view: str = "stack", flt: MatrixFilter | None = N
         "skipped": [{"path": str(s.folder / p), "error": e} for s in ev.stats for p, e in s.unreadable],
         "skipped_message": ev.unreadable_message, "generated_at": utc_now(),
     }
+
+
+# Aggregating 350k stage rows takes seconds in SQLite on a small machine, so the rows of
+# an answer are kept in the first folder's index until any folder's index changes (the
+# key holds every folder's generation). A warm run over unchanged results is then a
+# stat of every file plus one lookup.
+MAX_ANSWERS = 64
+
+
+def _answer_key(ev: Evidence, view: str, flt: MatrixFilter) -> str | None:
+    if any(s.index_path is None for s in ev.stats):
+        return None  # a throw-away index: nothing to keep the answer in
+    assert ev.conn is not None
+    gens = [ev.conn.execute(f"SELECT value FROM i{i}.meta WHERE key='generation'").fetchone()[0]
+            for i in range(len(ev.stats))]
+    return json.dumps({"view": view, "filters": asdict(flt), "folders": [str(f) for f in ev.folders],
+                       "generations": gens}, sort_keys=True)
+
+
+def _stored_answer(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT data FROM i0.answers WHERE key=?", (key,)).fetchone()
+    return row[0] if row else None
+
+
+def _store_answer(conn: sqlite3.Connection, key: str, data: str) -> None:
+    try:
+        conn.execute("INSERT OR REPLACE INTO i0.answers VALUES (?, 0, ?)", (key, data))
+        conn.execute(f"DELETE FROM i0.answers WHERE rowid NOT IN (SELECT rowid FROM i0.answers"
+                     f" ORDER BY rowid DESC LIMIT {MAX_ANSWERS})")
+    except sqlite3.OperationalError as exc:  # read-only or busy: the answer is only a shortcut
+        log.info("answer not kept: %s", exc)
 
 
 def _columns(view: str) -> list[str]:

@@ -79,3 +79,16 @@ def test_time_normalisation():
     assert ix.normalise_time("2025-11-09") == "2025-11-09T00:00:00.000000Z"
     assert ix.normalise_time("2025-11-09T12:00:00+01:00") == "2025-11-09T11:00:00.000000Z"
     assert ix.normalise_time("nonsense") is None
+
+
+def test_kept_answers_follow_changes(tmp_path):
+    other = tmp_path.parent / (tmp_path.name + "-other")  # a sibling, not inside tmp_path
+    make_result(tmp_path, "l40s", "n1", {"buffer": "hang"})
+    assert mx.build([tmp_path])["rows"][0]["cells"]["buffer"]["summary"] == "hang 1/1"
+    assert mx.build([tmp_path])["rows"][0]["cells"]["buffer"]["summary"] == "hang 1/1"  # from the kept answer
+    make_result(tmp_path, "l40s", "n2", {"buffer": "pass"}, at=T0 + timedelta(hours=1))
+    assert mx.build([tmp_path])["rows"][0]["cells"]["buffer"]["summary"] == "hang 1/2, pass 1/2"
+    make_result(other, "l40s", "n3", {"buffer": "pass"})
+    assert mx.build([tmp_path, other])["rows"][0]["cells"]["buffer"]["runs"] == 3
+    make_result(other, "l40s", "n4", {"buffer": "pass"}, at=T0 + timedelta(hours=2))
+    assert mx.build([tmp_path, other])["rows"][0]["cells"]["buffer"]["runs"] == 4
