@@ -7,7 +7,8 @@ dflex), else the runs on the same GPU model. Skipped stages are not evidence, an
 taken through an NVML fake (``simulated``) only count for a node that is itself simulated,
 so a fire drill never condemns real nodes.
 
-The rule (latest evidence wins, per stage):
+The rule (latest evidence wins, per stage; runs without a date, as in hand-written field
+reports, count as older than every dated run):
   * transient (exit 75): NVML reports a lost or unreadable GPU on this node: retry elsewhere;
   * known-incompatible (exit 4): for some requested stage, the latest run in scope was
     hang, slow, fail, crash or hang-unkillable (no pass since);
@@ -65,10 +66,11 @@ class StageEvidence:
         head = self.latest[0] if self.latest else {}
         text = f"{counts} {where}; latest {self.status}"
         if head:
-            text += f" {str(head.get('at') or '')[:16]} on {head.get('host')} (run {head.get('run_id')})"
+            when = f" {head['at'][:16]}" if head.get("at") else ""  # field reports may carry no date
+            text += f"{when} on {head.get('host')} (run {head.get('run_id')})"
             if self.bad and head.get("reason"):
                 text += f": {head['reason']}"
-            if self.bad and head.get("cpu_pct") is not None:
+            if self.bad and head.get("cpu_pct") is not None and "% CPU" not in (head.get("reason") or ""):
                 text += f", {head['cpu_pct']:.0f}% CPU"
         return text
 
