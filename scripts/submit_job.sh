@@ -32,8 +32,9 @@ Options (environment variable in brackets):
                           off: no preflight [SUBMIT_PREFLIGHT]
       --preflight-arg A   extra argument to gpuprobe preflight (repeatable),
                           e.g. --preflight-arg=--strict [SUBMIT_PREFLIGHT_ARGS, space-separated]
-      --requeue-elsewhere on exit 4/75, exclude this node and requeue the job, at most
-                          SUBMIT_MAX_REQUEUES (3) times [SUBMIT_REQUEUE_ELSEWHERE=1]
+      --resubmit-elsewhere  on exit 4/75, submit this job again excluding this node (and the
+                          ones excluded before), at most SUBMIT_MAX_RESUBMITS (3) times
+                          [SUBMIT_RESUBMIT_ELSEWHERE=1]
   -e, --env NAME=VALUE    export NAME=VALUE inside the job (repeatable)
       --sbatch-arg ARG    extra sbatch option, e.g. --sbatch-arg=--account=proj (repeatable)
       --python PATH       the python to run [PYTHON; default: python3 on PATH]
@@ -66,8 +67,8 @@ EXCLUDE=${SUBMIT_EXCLUDE:-}
 LOG_DIR=${SUBMIT_LOG_DIR:-$ROOT/logs/slurm}
 RESULTS=${GPUPROBE_RESULTS:-}
 PREFLIGHT=${SUBMIT_PREFLIGHT:-enforce}
-REQUEUE=${SUBMIT_REQUEUE_ELSEWHERE:-0}
-MAX_REQUEUES=${SUBMIT_MAX_REQUEUES:-3}
+RESUBMIT=${SUBMIT_RESUBMIT_ELSEWHERE:-0}
+MAX_RESUBMITS=${SUBMIT_MAX_RESUBMITS:-3}
 PYTHON_BIN=${PYTHON:-}
 DRY_RUN=0
 read -r -a OVERRIDES <<<"${SUBMIT_OVERRIDES:-}"
@@ -93,7 +94,7 @@ while [[ $# -gt 0 ]]; do
     --preflight) need "$@"; PREFLIGHT=$2; shift 2 ;;
     --preflight-arg) need "$@"; PREFLIGHT_ARGS+=("$2"); shift 2 ;;
     --preflight-arg=*) PREFLIGHT_ARGS+=("${1#*=}"); shift ;;
-    --requeue-elsewhere) REQUEUE=1; shift ;;
+    --resubmit-elsewhere) RESUBMIT=1; shift ;;
     -e|--env) need "$@"; JOB_ENV+=("$2"); shift 2 ;;
     --sbatch-arg) need "$@"; SBATCH_EXTRA+=("$2"); shift 2 ;;
     --sbatch-arg=*) SBATCH_EXTRA+=("${1#*=}"); shift ;;
@@ -116,7 +117,7 @@ esac
 for s in "${SEEDS[@]}"; do [[ $s =~ ^[0-9]+$ ]] || die "seed '$s' is not a non-negative integer"; done
 [[ $GPUS =~ ^[0-9]+$ ]] || die "--gpus '$GPUS' is not a count"
 [[ $CPUS =~ ^[1-9][0-9]*$ ]] || die "--cpus '$CPUS' is not a count"
-[[ $MAX_REQUEUES =~ ^[0-9]+$ ]] || die "SUBMIT_MAX_REQUEUES '$MAX_REQUEUES' is not a count"
+[[ $MAX_RESUBMITS =~ ^[0-9]+$ ]] || die "SUBMIT_MAX_RESUBMITS '$MAX_RESUBMITS' is not a count"
 case $PREFLIGHT in enforce|warn|off) ;; *) die "--preflight '$PREFLIGHT' is not enforce, warn or off" ;; esac
 for kv in "${JOB_ENV[@]}"; do [[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env '$kv' is not NAME=VALUE"; done
 
@@ -164,7 +165,6 @@ render() {
   [[ $GPUS -eq 0 ]] || echo "#SBATCH --gres=gpu:$GPUS"
   [[ -z $MEM ]] || echo "#SBATCH --mem=$(q "$MEM")"
   [[ -z $EXCLUDE ]] || echo "#SBATCH --exclude=$(q "$EXCLUDE")"
-  [[ $REQUEUE -eq 0 ]] || echo "#SBATCH --requeue"
   local a; for a in "${SBATCH_EXTRA[@]}"; do echo "#SBATCH $(q "$a")"; done
   cat <<EOF
 # written by scripts/submit_job.sh; every path below is absolute on purpose
@@ -172,8 +172,10 @@ set -euo pipefail
 ROOT=$(q "$ROOT")
 PY=$(q "$PY")
 PREFLIGHT=$(q "$PREFLIGHT")
-REQUEUE=$REQUEUE
-MAX_REQUEUES=$MAX_REQUEUES
+SCRIPT=$(q "$SCRIPT")
+EXCLUDE=$(q "$EXCLUDE")
+RESUBMIT=$RESUBMIT
+MAX_RESUBMITS=$MAX_RESUBMITS
 SEEDS=($(qa "${SEEDS[@]}"))
 PREFLIGHT_ARGS=($(qa "${PREFLIGHT_ARGS[@]}"))
 OVERRIDES=($(qa "${OVERRIDES[@]}"))
@@ -185,14 +187,17 @@ EOF
 SEED=\${SEEDS[\${SLURM_ARRAY_TASK_ID:-0}]}
 NODE=\${SLURMD_NODENAME:-\$(hostname -s)}
 JOB=\${SLURM_JOB_ID:-none}
-echo "submit_job: job \$JOB on \$NODE: $(q "$ALG") $(q "$ENV_NAME") seed \$SEED (restart \${SLURM_RESTART_COUNT:-0})"
+echo "submit_job: job \$JOB on \$NODE: $(q "$ALG") $(q "$ENV_NAME") seed \$SEED (resubmit \${SUBMIT_RESUBMITS:-0})"
 
-requeue_elsewhere() {
-  # ExcNodeList replaces the list: keep what earlier attempts excluded
-  local prev
-  prev=\$(scontrol show job "\$JOB" 2>/dev/null | grep -o 'ExcNodeList=[^ ]*' | cut -d= -f2 || true)
-  [[ -z \$prev || \$prev == "(null)" ]] && prev="" || prev="\$prev,"
-  scontrol update JobId="\$JOB" ExcNodeList="\$prev\$NODE" && scontrol requeue "\$JOB"
+resubmit_elsewhere() {
+  # A running job's ExcNodeList cannot be changed (only a pending one's), so a requeue would
+  # land on this node again: submit the same script anew, excluding every node seen bad so far.
+  local excl n args
+  excl="\${EXCLUDE:+\$EXCLUDE,}\${SUBMIT_EXCLUDED:+\$SUBMIT_EXCLUDED,}\$NODE"
+  n=\$((\${SUBMIT_RESUBMITS:-0} + 1))
+  args=(--parsable --exclude="\$excl" --export="ALL,SUBMIT_EXCLUDED=\$excl,SUBMIT_RESUBMITS=\$n")
+  [[ -z \${SLURM_ARRAY_TASK_ID:-} ]] || args+=(--array="\$SLURM_ARRAY_TASK_ID")
+  sbatch "\${args[@]}" "\$SCRIPT"
 }
 
 if [[ \$PREFLIGHT != off ]]; then
@@ -204,11 +209,17 @@ if [[ \$PREFLIGHT != off ]]; then
   elif [[ \$rc -eq 4 || \$rc -eq 75 ]]; then
     [[ \$rc -eq 4 ]] && why="is known to be incompatible with this stack" || why="cannot run this job now (transient, or no evidence with --strict)"
     echo "submit_job: not training: node \$NODE \$why (gpuprobe preflight exit \$rc)."
-    echo "submit_job: hint: requeue elsewhere: scontrol update JobId=\$JOB ExcNodeList=\$NODE && scontrol requeue \$JOB"
-    echo "submit_job: hint: or resubmit avoiding the node: sbatch --exclude=\$NODE ... (submit_job.sh --exclude \$NODE ...)"
+    echo "submit_job: hint: resubmit avoiding the node: sbatch --exclude=\$NODE \$SCRIPT (or submit_job.sh --exclude \$NODE ...)"
+    echo "submit_job: hint: a plain 'scontrol requeue \$JOB' may land here again; a PENDING job can be steered: scontrol update JobId=<id> ExcNodeList=\$NODE"
     [[ \$rc -eq 4 ]] && echo "submit_job: hint: admins: scontrol update NodeName=\$NODE State=DRAIN Reason='gpuprobe: known incompatible'"
-    if [[ \$REQUEUE -eq 1 && \${SLURM_RESTART_COUNT:-0} -lt \$MAX_REQUEUES ]]; then
-      requeue_elsewhere && echo "submit_job: requeued job \$JOB excluding \$NODE"
+    if [[ \$RESUBMIT -eq 1 && \${SUBMIT_RESUBMITS:-0} -lt \$MAX_RESUBMITS ]]; then
+      if new=\$(resubmit_elsewhere); then
+        echo "submit_job: resubmitted as job \${new%%;*} excluding \$NODE"
+      else
+        echo "submit_job: resubmitting failed; resubmit by hand (hint above)"
+      fi
+    elif [[ \$RESUBMIT -eq 1 ]]; then
+      echo "submit_job: not resubmitting: already resubmitted \$MAX_RESUBMITS times"
     fi
     exit "\$rc"
   elif [[ \$rc -ne 0 ]]; then
@@ -222,13 +233,14 @@ exec "\$PY" -m pwm.train alg=$(q "$ALG") env=$(q "$ENV_NAME") general.seed="\$SE
 EOF
 }
 
+# the script is kept beside the logs: it is the record of what ran, and what a resubmission reuses
+SCRIPT="$LOG_DIR/$NAME-$(date -u +%Y%m%dT%H%M%SZ)-$$.sbatch"
 if [[ $DRY_RUN -eq 1 ]]; then
   render
   exit 0
 fi
 
 command -v sbatch >/dev/null 2>&1 || die "sbatch not found on PATH: submit from a node with the SLURM client commands"
-SCRIPT="$LOG_DIR/$NAME-$(date -u +%Y%m%dT%H%M%SZ)-$$.sbatch"
 render >"$SCRIPT"
 out=$(sbatch --parsable "$SCRIPT") || die "sbatch refused the job (script kept: $SCRIPT)"
 JOB_ID=${out%%;*}

@@ -33,6 +33,7 @@ UP_TIMEOUT_S = 60.0          # the daemons came up in ~20 s on a 2-core VM
 POLL_S = 0.25
 STOP_GRACE_S = 10.0
 PARTITION = "probe"
+SPARE_NODE = "spare01"
 INSTALL_HINT = "apt-get install -y --no-install-recommends slurm-wlm munge"
 
 
@@ -152,7 +153,11 @@ def _write_conf(root: Path, node: str, munge_socket: Path) -> Path:
         "SlurmctldDebug=info",
         "SlurmdDebug=info",
         f"NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem} State=UNKNOWN",
-        f"PartitionName={PARTITION} Nodes={node} Default=YES MaxTime=INFINITE State=UP",
+        # a second node that never comes up (nothing listens on its port): a job that excludes
+        # the real node can still be submitted, and then waits, as on a real cluster
+        f"NodeName={SPARE_NODE} NodeAddr=127.0.0.1 Port={_free_port()} CPUs=1 RealMemory=256 State=DOWN"
+        ' Reason="harness spare: never starts"',
+        f"PartitionName={PARTITION} Nodes={node},{SPARE_NODE} Default=YES MaxTime=INFINITE State=UP",
         "",
     ]))
     (root / "plugstack.conf").write_text("")   # an empty stack, not the system's
@@ -215,7 +220,7 @@ def _node_idle(cluster: SlurmCluster) -> bool:
         out = cluster.run("sinfo", "-h", "-N", "-o", "%N %T", timeout=10).stdout
     except subprocess.TimeoutExpired:
         return False
-    return any(line.split()[1:2] == ["idle"] for line in out.splitlines())
+    return f"{cluster.node} idle" in out.splitlines()
 
 
 def start_cluster(root: Path | None = None) -> SlurmCluster:
