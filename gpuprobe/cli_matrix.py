@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from gpuprobe.cli_preflight import ExitCodesCommand
+
 from gpuprobe.stages import STAGE_NAMES
 
 
@@ -16,7 +18,7 @@ def _folders(results: tuple[Path, ...]) -> list[Path]:
     return [paths.resolve_results_dir(r).path for r in results] or [paths.resolve_results_dir(None).path]
 
 
-@click.command()
+@click.command(cls=ExitCodesCommand)
 @click.option("--results", "results", multiple=True, type=click.Path(file_okay=False, path_type=Path),
               help="Results folder (repeatable). Default: $GPUPROBE_RESULTS, else reports/ of the checkout, "
                    "else the user data folder.")

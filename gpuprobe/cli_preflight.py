@@ -19,6 +19,16 @@ from gpuprobe import exitcodes
 STAGES_HELP = "nvml,cuda,alloc,sim,buffer,train"
 
 
+class ExitCodesCommand(click.Command):
+    """--help ends with the exit codes, as gpuprobe.cli's commands do (that module is too
+    heavy to import on preflight's lean path, hence this twin)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        with formatter.section("Exit codes"):
+            formatter.write_dl(exitcodes.HELP_ROWS)
+
+
 def _split(value: str | None) -> list[str] | None:
     if value is None:
         return None
@@ -49,7 +59,7 @@ def _human(v: dict) -> str:
     return "\n".join(lines)
 
 
-@click.command()
+@click.command(cls=ExitCodesCommand)
 @click.option("--stages", default=None, metavar="LIST", help=f"Stages to judge, comma-separated. Default: {STAGES_HELP}.")
 @click.option("--live", default=None, metavar="LIST",
               help="Also probe these stages now (tight timeouts); their results are the newest evidence.")

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import click
 
+from gpuprobe.cli_preflight import ExitCodesCommand
 
-@click.command()
+
+@click.command(cls=ExitCodesCommand)
 @click.argument("run_ref", metavar="RUN", required=False)
 @click.option("--latest", is_flag=True, help="The newest result in the results folder.")
 @click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True,
