@@ -252,7 +252,10 @@ def _register_optional_commands() -> None:
             if exc.name != module:
                 raise
             continue
-        cli.add_command(getattr(mod, name))
+        command = getattr(mod, name)
+        if not isinstance(command, _ExitCodesHelp):  # same --help ending for every command
+            command.__class__ = type(type(command).__name__, (_ExitCodesHelp, type(command)), {})
+        cli.add_command(command)
 
 
 _register_optional_commands()

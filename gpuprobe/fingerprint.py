@@ -54,7 +54,11 @@ class Fingerprint:
     @property
     def gpu_model(self) -> str:
         """Short model name of GPU 0 ("L40S", "H200"), or "no GPU"."""
-        return short_model(self.gpus[0].get("name")) if self.gpus and self.gpus[0].get("name") else "no GPU"
+        if not self.gpus:
+            return "no GPU"
+        name = self.gpus[0].get("name")
+        # a lost GPU has no readable name: {"not_available": "NVML: GPU is lost"}
+        return short_model(name) if isinstance(name, str) and name else "unknown GPU"
 
     def stack_key(self) -> dict[str, str]:
         gpu0 = self.gpus[0] if self.gpus else {}

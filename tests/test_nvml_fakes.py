@@ -48,3 +48,9 @@ def test_fingerprint_from_fake_knows_it_is_simulated():
     assert fp.simulated == "l40s"
     key = fp.stack_key()
     assert key["gpu_model"] == "L40S" and key["driver"] == "575.57.08" and key["arch"] == "8.9"
+
+
+def test_fingerprint_of_a_lost_gpu_has_a_model_placeholder():
+    fp = fingerprint.take(Nvml(scenario="lost").__enter__())
+    assert fp.gpu_model == "unknown GPU"
+    assert fp.stack_key()["driver"] == "575.57.08"
