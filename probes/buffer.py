@@ -273,7 +273,8 @@ def run(ctx: StageContext) -> dict:
         "not_attempted": [c for c in o["capacities"] if c not in {r["capacity"] for r in results}],
     }
     if o["bisect"]:
-        tried = bisect(run_one, last_ok, first_over, o["bisect_steps"], 4 * (o["horizon"] + 1)) if first_over is not None else []
+        tried = ([] if first_over is None
+                 else bisect(run_one, last_ok, first_over, o["bisect_steps"], 4 * (o["horizon"] + 1)))
         ok = [r["capacity"] for r in results if r["completed"]]
         bad = [r["capacity"] for r in results if not r["completed"]]
         data["bisect"] = {"largest_in_budget": max(ok) if ok else None,

@@ -230,8 +230,9 @@ def run(ctx: StageContext) -> dict:
     if ctx.options.get("first_epoch"):
         data["first_epoch"] = first_epoch(ctx, torch, device, alg)
     data["memory"] = memory.peak()
+    peak_mib = data["memory"]["peak_bytes"] / 2**20
     data["summary"] = (f"{size}: wm {data['wm_update_s']:.3g} s, actor {data['actor_update_s']:.3g} s, "
-                       f"critic {data['critic_update_s']:.3g} s per update; peak {data['memory']['peak_bytes'] / 2**20:.0f} MiB"
+                       f"critic {data['critic_update_s']:.3g} s per update; peak {peak_mib:.0f} MiB"
                        + (f"; first episode after {data['first_epoch']['first_episode_steps']} steps "
                           f"({data['first_epoch']['first_episode_s']} s)" if "first_epoch" in data else ""))
     return data

@@ -95,7 +95,8 @@ def run_gpuprobe(args: list[str], results: str, failpoints: str = "", extra_env:
     try:
         doc = json.loads(proc.stdout)
     except json.JSONDecodeError:
-        raise AssertionError(f"no JSON from gpuprobe (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(f"no JSON from gpuprobe (exit {proc.returncode}):\n"
+                             f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}") from None
     return proc.returncode, doc
 
 

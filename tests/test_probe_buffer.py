@@ -79,7 +79,7 @@ def test_stalling_buffer_impl_is_a_hang_at_the_first_sample_with_its_frames(tmp_
     assert code == 3 and res["status"] == "hang"
     assert res["last_mark"] == "buffer.cap3e3.first_sample.start"
     stacks = res["evidence"]["stacks"]["text"]
-    assert "_prefetch_worker_deadlock" in stacks and "DeadlockingBuffer" in stacks or "stalling_buffers.py" in stacks
+    assert "_prefetch_worker_deadlock" in stacks and "stalling_buffers.py" in stacks  # its own frames
     # no storage decision, no CUDA: none of the known causes applies, and none is claimed
     assert res["signatures"] == []
 
