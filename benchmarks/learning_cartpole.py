@@ -22,10 +22,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pwm import runs  # noqa: E402
-from pwm.envs.cartpole import reference_return  # noqa: E402
-from pwm.plots import make_plots  # noqa: E402
-from pwm.train import compose_config, resolve_config, run  # noqa: E402
+from pwm import runs
+from pwm.envs.cartpole import reference_return
+from pwm.plots import make_plots
+from pwm.train import compose_config, resolve_config, run
 
 log = logging.getLogger("learning_cartpole")
 
@@ -40,6 +40,7 @@ def main() -> int:
     ap.add_argument("--wm-warmup", type=int, default=50, help="extra wm updates when the first episodes land")
     ap.add_argument("--eval-interval", type=int, default=10)
     ap.add_argument("--eval-episodes", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (general.torch_threads)")
     ap.add_argument("--goal", type=float, default=0.8, help="fraction of the reference return")
     ap.add_argument("--logdir", type=Path, default=REPO / "benchmarks" / "out")
     ap.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
@@ -56,7 +57,7 @@ def main() -> int:
         f"alg.agent.wm_iterations={args.wm_iterations}", f"alg.wm_warmup_iterations={args.wm_warmup}",
         f"general.eval_interval={args.eval_interval}", f"general.eval_episodes={args.eval_episodes}",
         f"general.target_return={target}", f"general.logdir={args.logdir.resolve()}",
-        "general.save_interval=100", *args.overrides,
+        "general.save_interval=100", f"general.torch_threads={args.threads}", *args.overrides,
     ]
     rc = resolve_config(compose_config(overrides), Path.cwd(), [str(Path(__file__).resolve()), *sys.argv[1:]])
     t0 = time.monotonic()

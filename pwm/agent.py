@@ -14,7 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pwm.models import Actor, Critic, ModelConfig, ParameterCounts, WorldModel, build_models
+from pwm.models import (
+    ModelConfig,
+    build_models,
+)
 from pwm.normalizer import RunningMeanStd
 
 log = logging.getLogger(__name__)

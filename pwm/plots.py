@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pwm.runs import METRICS, find_run, read_metrics
 

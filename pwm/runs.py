@@ -16,10 +16,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pwm.checkpoint import atomic_write
 
@@ -95,11 +96,11 @@ def git_commit(path: Path | None) -> str | None:
         return None
     try:
         head = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10)
+                              text=True, timeout=10, check=False)
         if head.returncode != 0:
             return None
         dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
+                               capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return head.stdout.strip() + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
@@ -211,7 +212,7 @@ class MetricsLog:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path).resolve()
-        self._fh = open(self.path, "a", buffering=1)
+        self._fh = open(self.path, "a", buffering=1)  # noqa: SIM115 - held for the whole run
 
     def write(self, record: dict[str, Any]) -> None:
         self._fh.write(json.dumps(record, default=float) + "\n")

@@ -99,6 +99,12 @@ def run(rc: ResolvedConfig) -> int:
     seed, device = int(general["seed"]), str(general["device"])
     stop = StopFlag()
     stop.install()  # before the slow parts, so an early SIGTERM is not lost
+    if general.get("torch_threads"):
+        # On a shared CPU node, 2+ OpenMP threads can be 10-30x slower than one: every op waits
+        # at a barrier for a thread that is not scheduled.
+        import torch
+
+        torch.set_num_threads(int(general["torch_threads"]))
     seed_everything(seed)
     prefix = general.get("run_name") or runs.run_prefix(alg["name"], env_cfg["name"], seed)
     run_dir = runs.make_run_dir(rc.logdir, prefix)

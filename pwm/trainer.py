@@ -21,7 +21,16 @@ import numpy as np
 import torch
 
 from pwm.agent import AgentConfig, PWMAgent
-from pwm.checkpoint import BEST, FINAL, INIT, LATEST, CheckpointSet, load_checkpoint, rng_state, set_rng_state
+from pwm.checkpoint import (
+    BEST,
+    FINAL,
+    INIT,
+    LATEST,
+    CheckpointSet,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
 from pwm.runs import MetricsLog
 
 log = logging.getLogger(__name__)

@@ -65,7 +65,7 @@ def test_world_model_loss_falls_on_fixed_batch():
 def test_critic_loss_falls_and_targets_have_shape():
     agent = tiny_agent(critic_lr=3e-3)
     obs, _, _ = fixed_batch()
-    info, imagination = agent.update_actor(obs[0])
+    _info, imagination = agent.update_actor(obs[0])
     assert imagination.latents.shape == (H + 1, B, 32) and imagination.rewards.shape == (H, B)
     assert agent.critic_targets(imagination).shape == (H, B)
     # A fixed regression problem: imagined latents, constant-ish targets.

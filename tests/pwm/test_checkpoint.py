@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from pwm import checkpoint
-from pwm.checkpoint import CHECKPOINT_FILES, CheckpointSet, atomic_torch_save, rng_state, set_rng_state
+from pwm.checkpoint import (
+    CHECKPOINT_FILES,
+    CheckpointSet,
+    atomic_torch_save,
+    rng_state,
+    set_rng_state,
+)
 
 
 def test_atomic_save_failure_keeps_old_file(tmp_path, monkeypatch):

@@ -69,8 +69,8 @@ def test_dry_run_changes_nothing_and_apply_moves(tmp_path, capsys):
 def test_script_wrapper_runs(tmp_path):
     make_upstream_run(tmp_path, with_best=True)
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "tidy_runs.py"), str(tmp_path)],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0 and "would move 4 file(s)" in out.stdout
     bad = subprocess.run([sys.executable, str(REPO / "scripts" / "tidy_runs.py"), str(tmp_path / "missing")],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 2

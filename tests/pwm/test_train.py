@@ -68,7 +68,7 @@ def test_short_run_writes_exactly_the_checkpoint_set(tmp_path):
 def test_evaluation_after_full_run(tmp_path):
     code, run_dir = run_tiny(tmp_path)
     assert code == 0
-    final = [r for r in runs.read_metrics(run_dir / "metrics.jsonl") if r.get("final")][0]
+    final = next(r for r in runs.read_metrics(run_dir / "metrics.jsonl") if r.get("final"))
     assert isinstance(final["eval/return"], float)
     # And from the saved policy, as a user evaluating a finished run would.
     state = torch.load(run_dir / "final_policy.pt", weights_only=False)
@@ -94,7 +94,7 @@ def test_resume_continues_iteration_and_restores_optimizers(tmp_path):
     assert resumed["iteration"] == 8
     wm_updates = sum(1 for r in records if "wm/loss" in r) * 2  # pwm_tiny: 2 wm iterations
     assert wm_updates > 0
-    step = lambda s: int(s["world_model_opt"]["state"][0]["step"])  # noqa: E731
+    step = lambda s: int(s["world_model_opt"]["state"][0]["step"])
     assert step(resumed) == step(saved) + wm_updates  # Adam continued, not restarted
     assert not (second / "init_policy.pt").exists()  # a resumed run has no fresh init policy
 
