@@ -326,6 +326,9 @@ class ResultIndex:
             if changed or gone:  # answers computed before this refresh are stale now
                 cur.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
                 cur.execute("DELETE FROM answers")
+                # a stack no file points to any more (a rewritten or removed result) is no evidence
+                cur.execute("DELETE FROM stacks WHERE stack_id NOT IN "
+                            "(SELECT stack_id FROM files WHERE stack_id IS NOT NULL)")
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")

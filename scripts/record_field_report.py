@@ -28,7 +28,11 @@ from gpuprobe.results import SCHEMA_VERSION, StageResult, summarise, write_atomi
 NOTE = ("field report, not probed by gpuprobe: PWM training on {gpu} nodes ({detail}). Reported by users; "
         "hostnames are placeholders (not reported); no durations, marks, stacks or dates were reported.")
 L40S_GPU = {"index": 0, "name": "NVIDIA L40S", "compute_capability": "8.9", "memory_total_bytes": 46068 * 2**20}
-H200_GPU = {"index": 0, "name": "NVIDIA H200", "compute_capability": None, "memory_total_bytes": None}
+# The architecture is a fact of the model (every H200 is Hopper, compute capability 9.0, per
+# NVIDIA's specification), not something read from the reported nodes; memory is left out
+# because NVML's figure differs from the marketing one and none was reported.
+H200_GPU = {"index": 0, "name": "NVIDIA H200", "compute_capability": "9.0", "memory_total_bytes": None,
+            "source": "compute capability from NVIDIA's specification of the model, not read from the node"}
 
 
 def fingerprint(hostname: str, gpu: dict, driver: str | None, cuda: str | None) -> dict:
@@ -91,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = document(f"field-report-{host}", fingerprint(host, L40S_GPU, "575.57.08", "12.9"),
                        l40s_stages(), l40s_note)
         print(write_atomic(args.out / f"field-report-{host}.result.json", doc))
-    h200_note = NOTE.format(gpu="NVIDIA H200", detail="driver and CUDA not reported; the same code runs")
+    h200_note = NOTE.format(gpu="NVIDIA H200", detail="driver and CUDA not reported; compute capability 9.0 from the model's specification; the same code runs")
     doc = document("field-report-h200-node01", fingerprint("h200-node01", H200_GPU, None, None),
                    h200_stages(), h200_note)
     print(write_atomic(args.out / "field-report-h200.result.json", doc))

@@ -92,3 +92,14 @@ def test_kept_answers_follow_changes(tmp_path):
     assert mx.build([tmp_path, other])["rows"][0]["cells"]["buffer"]["runs"] == 3
     make_result(other, "l40s", "n4", {"buffer": "pass"}, at=T0 + timedelta(hours=2))
     assert mx.build([tmp_path, other])["rows"][0]["cells"]["buffer"]["runs"] == 4
+
+
+def test_compare_forgets_the_stack_of_a_rewritten_result(tmp_path):
+    from gpuprobe import matrix_compare
+
+    make_result(tmp_path, "l40s", "n1", {"buffer": "hang"})
+    path = make_result(tmp_path, "h200", "h1", {"buffer": "pass"}, torch="2.5.0+cu124")
+    matrix_compare.compare([tmp_path], "L40S", "H200")  # index the first version
+    make_result(tmp_path, "h200", "h1", {"buffer": "pass"}, torch="2.13.0+cu128", run_id=path.name.split(".")[0])
+    text = str(matrix_compare.compare([tmp_path], "L40S", "H200"))
+    assert "2.5.0+cu124" not in text  # only what some result file still says is evidence
