@@ -114,7 +114,7 @@ class SlurmCluster:
         raise SlurmHarnessError(f"job {job_id} still {state} after {timeout:.0f} s\n{self.logs()}")
 
 
-def _write_conf(root: Path, node: str, munge_socket: Path) -> Path:
+def _write_conf(root: Path, node: str, munge_socket: Path, extra: tuple[str, ...] = ()) -> Path:
     cpus = os.cpu_count() or 1
     # leave the OS some headroom: slurmd refuses to register a node that claims more than it has
     mem = max(256, int(_mem_mib() * 0.8))
@@ -158,6 +158,7 @@ def _write_conf(root: Path, node: str, munge_socket: Path) -> Path:
         f"NodeName={SPARE_NODE} NodeAddr=127.0.0.1 Port={_free_port()} CPUs=1 RealMemory=256 State=DOWN"
         ' Reason="harness spare: never starts"',
         f"PartitionName={PARTITION} Nodes={node},{SPARE_NODE} Default=YES MaxTime=INFINITE State=UP",
+        *extra,
         "",
     ]))
     (root / "plugstack.conf").write_text("")   # an empty stack, not the system's
@@ -223,8 +224,11 @@ def _node_idle(cluster: SlurmCluster) -> bool:
     return f"{cluster.node} idle" in out.splitlines()
 
 
-def start_cluster(root: Path | None = None) -> SlurmCluster:
-    """Start munged, slurmctld and slurmd; return once ``sinfo`` shows the node idle."""
+def start_cluster(root: Path | None = None, extra_conf: tuple[str, ...] = ()) -> SlurmCluster:
+    """Start munged, slurmctld and slurmd; return once ``sinfo`` shows the node idle.
+
+    ``extra_conf``: more slurm.conf lines (a Prolog, a HealthCheckProgram) for experiments.
+    """
     if os.geteuid() != 0:
         raise SlurmHarnessError("the private SLURM needs root (SlurmUser=root, munged as the munge user)")
     root = Path(root or tempfile.mkdtemp(prefix="gpuprobe-slurm-"))
@@ -236,10 +240,13 @@ def start_cluster(root: Path | None = None) -> SlurmCluster:
     cluster = SlurmCluster(root=root, conf=root / "slurm.conf", node=node, partition=PARTITION, env=env)
     try:
         sock = _start_munge(root, cluster)
-        conf = _write_conf(root, node, sock)
+        conf = _write_conf(root, node, sock, tuple(extra_conf))
         env["SLURM_CONF"] = str(conf)
-        for var in [k for k in env if k.startswith(("SLURM_", "SBATCH_", "SALLOC_", "SRUN_")) and k != "SLURM_CONF"]:
-            env.pop(var)   # a test run inside a real job must not leak that job's settings into ours
+        # a test run inside a real job must not leak that job's settings into ours, nor a
+        # developer's GPUPROBE_* (fake NVML, failpoints, results folder) into the jobs
+        for var in [k for k in env if k.startswith(("SLURM_", "SBATCH_", "SALLOC_", "SRUN_", "GPUPROBE_"))
+                    and k != "SLURM_CONF"]:
+            env.pop(var)
         daemon_env = dict(env)
         cluster.procs["slurmctld"] = subprocess.Popen(
             [find_daemon("slurmctld") or "slurmctld", "-D", "-i", "-f", str(conf)], env=daemon_env,
