@@ -102,15 +102,16 @@ def sweep(ctx: click.Context, partition: str | None, nodes: int | None, nodelist
       gpuprobe sweep -p h200 -w 'gpu[01-03]' --stage cuda --gpus-per-node 1
       gpuprobe sweep -p debug --device cpu --only --stage alloc -o alloc.cpu_max_mib=64 --dry-run
     """
-    from gpuprobe import paths, sweep as sw
+    from gpuprobe import paths
+    from gpuprobe import sweep as sw
 
     if only and stage is None:
         raise click.UsageError("--only needs --stage")
     if nodes is not None and nodelist is not None:
         raise click.UsageError("give --nodes or --nodelist, not both")
-    from gpuprobe.cli import _parse_options   # validates -o the same way gpuprobe run will
+    from gpuprobe.cli import _parse_options
 
-    _parse_options(options)
+    _parse_options(options)   # bad -o fails here, in one line, not on every node
     target = paths.resolve_results_dir(results)
     results_dir = target.path
     spec = sw.SweepSpec(results_dir=results_dir, log_dir=sw.absolute(log_dir) if log_dir else sw.default_log_dir(results_dir),

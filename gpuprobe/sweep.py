@@ -27,9 +27,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from gpuprobe import exitcodes
 from gpuprobe.results import ResultFileError, iter_result_files, read_result
@@ -193,7 +193,7 @@ def sbatch_script(spec: SweepSpec) -> str:
 # -- SLURM commands -----------------------------------------------------------------
 def _slurm(cmd: list[str], timeout: float = SLURM_CMD_TIMEOUT_S) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError:
         raise SweepError(f"{cmd[0]} not found on PATH: gpuprobe sweep needs the SLURM client commands "
                          "(run it where sbatch works, e.g. a login node)") from None

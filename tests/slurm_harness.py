@@ -22,9 +22,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -155,8 +155,8 @@ def _write_conf(root: Path, node: str, munge_socket: Path, extra: tuple[str, ...
         f"NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem} State=UNKNOWN",
         # a second node that never comes up (nothing listens on its port): a job that excludes
         # the real node can still be submitted, and then waits, as on a real cluster
-        f"NodeName={SPARE_NODE} NodeAddr=127.0.0.1 Port={_free_port()} CPUs=1 RealMemory=256 State=DOWN"
-        ' Reason="harness spare: never starts"',
+        (f"NodeName={SPARE_NODE} NodeAddr=127.0.0.1 Port={_free_port()} CPUs=1 RealMemory=256 State=DOWN"
+         ' Reason="harness spare: never starts"'),
         f"PartitionName={PARTITION} Nodes={node},{SPARE_NODE} Default=YES MaxTime=INFINITE State=UP",
         *extra,
         "",

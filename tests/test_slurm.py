@@ -12,16 +12,17 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+import slurm_harness
+from slurm_harness import SlurmCluster, _our_pids, start_cluster, stop_cluster
 
 from gpuprobe import exitcodes
 from gpuprobe.results import SUFFIX, read_result, write_atomic
 from gpuprobe.sweep import SWEEP_ENV
 
-from slurm_harness import SlurmCluster, slurm_cluster, start_cluster, stop_cluster, _our_pids  # noqa: F401
+slurm_cluster = slurm_harness.slurm_cluster   # the session fixture: one private SLURM for this file
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(170)]
 
@@ -148,6 +149,20 @@ def test_submit_job_trains_when_preflight_says_ok(slurm_cluster: SlurmCluster, t
     assert list(runs.glob("pwm_tiny_pendulum_seed7_*/final_policy.pt"))
 
 
+def test_submit_job_preflight_warn_trains_anyway_and_tells_the_trainer(slurm_cluster: SlurmCluster,
+                                                                      tmp_path: Path) -> None:
+    _l40s_field_report(tmp_path / "results")
+    runs = tmp_path / "runs"
+    job_id, logs = _submit(slurm_cluster, tmp_path, "--preflight", "warn", "single", "pwm_tiny", "pendulum", "8",
+                           "--", "general.epochs=1", "general.device=cpu", f"general.logdir={runs}", fake="l40s")
+    state = slurm_cluster.wait_job(job_id, timeout=120)
+    out = (logs / f"pwm-pwm_tiny-pendulum-{job_id}.out").read_text()
+    assert state == "COMPLETED", out
+    assert "submit_job: gpuprobe preflight exit 4" in out and "--preflight warn: training anyway" in out
+    assert "general.preflight=warn" in out          # the trainer's own gate warns too instead of refusing
+    assert list(runs.glob("pwm_tiny_pendulum_seed8_*/final_policy.pt"))
+
+
 def test_submit_job_sweep_is_an_array_over_seeds(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     _l40s_field_report(tmp_path / "results")
     job_id, logs = _submit(slurm_cluster, tmp_path, "sweep", "pwm_tiny", "pendulum", "3", "5", fake="l40s")
@@ -180,16 +195,16 @@ def test_submit_job_dry_run_and_bad_input(tmp_path: Path) -> None:
     """No cluster needed: the script is printed, nothing is created, bad input is exit 2."""
     env = {**os.environ, "PYTHON": sys.executable}
     dry = subprocess.run([str(SUBMIT), "--dry-run", "-l", str(tmp_path / "logs"), "single", "pwm_5M",
-                          "cartpole_swingup", "42"], capture_output=True, text=True, timeout=60, env=env)
+                          "cartpole_swingup", "42"], capture_output=True, text=True, timeout=60, env=env, check=False)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.startswith("#!/bin/bash\n") and f"--output={tmp_path}/logs/%x-%j.out" in dry.stdout
     assert f"PY={sys.executable}" in dry.stdout or "PY=/" in dry.stdout
     assert not (tmp_path / "logs").exists()
-    assert subprocess.run(["bash", "-n"], input=dry.stdout, text=True).returncode == 0
+    assert subprocess.run(["bash", "-n"], input=dry.stdout, text=True, check=False).returncode == 0
     bad = subprocess.run([str(SUBMIT), "single", "pwm_5M", "cartpole_swingup", "x"], capture_output=True,
-                         text=True, timeout=60, env=env)
+                         text=True, timeout=60, env=env, check=False)
     assert bad.returncode == 2 and "seed 'x'" in bad.stderr
-    assert subprocess.run([str(SUBMIT), "--help"], capture_output=True, timeout=30).returncode == 0
+    assert subprocess.run([str(SUBMIT), "--help"], capture_output=True, timeout=30, check=False).returncode == 0
 
 
 def test_harness_runs_a_second_cluster_and_cleans_up(slurm_cluster: SlurmCluster) -> None:

@@ -19,7 +19,7 @@ from gpuprobe.results import SUFFIX, write_atomic
 
 
 def _spec(tmp_path: Path, **kw) -> sw.SweepSpec:
-    base = dict(results_dir=tmp_path / "res", log_dir=tmp_path / "logs", sweep_id="sweep-test-1")
+    base = {"results_dir": tmp_path / "res", "log_dir": tmp_path / "logs", "sweep_id": "sweep-test-1"}
     return sw.SweepSpec(**{**base, **kw})
 
 
@@ -64,7 +64,7 @@ def test_script_quotes_odd_paths_and_is_valid_bash(tmp_path: Path) -> None:
     spec = _spec(tmp_path, results_dir=tmp_path / "my results", options=("alloc.note=a b;c",), only=True,
                  stage="alloc")
     text = sw.sbatch_script(spec)
-    assert subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True).returncode == 0
+    assert subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True, check=False).returncode == 0
     srun = next(shlex.split(line) for line in text.splitlines() if line.startswith("srun "))
     assert str(tmp_path / "my results") in srun and "alloc.note=a b;c" in srun and "--only" in srun
 
