@@ -228,7 +228,9 @@ def evaluate(folders: list[Path], fp: Fingerprint, stages: list[str] | None = No
     if transient:
         return Verdict(TRANSIENT, exitcodes.TEMPFAIL, f"{transient}: this node cannot be judged now; retry elsewhere",
                        node, [StageEvidence(s) for s in stages],
-                       advice=["requeue the job on another node (scontrol requeue $SLURM_JOB_ID)",
+                       advice=[f"resubmit excluding this node: sbatch --exclude={fp.hostname} ... "
+                               "(scripts/submit_job.sh --resubmit-elsewhere does it; a plain scontrol requeue "
+                               "may land here again)",
                                "ask an admin to check the GPU (nvidia-smi -q; Xid errors in dmesg)"])
     evidence, sources, skipped = lookup(folders, fp, stages, cache=cache)
     live_run = None
@@ -261,7 +263,8 @@ def advice(bad: list[StageEvidence], fp: Fingerprint) -> list[str]:
     hosts = sorted({r["host"] for e in bad for r in e.latest if r["status"] in BAD and r.get("host")})
     out = [f"exclude this node or GPU model from the job: sbatch --exclude={fp.hostname} "
            f"(or a --constraint without {safe_stack_key(fp)['gpu_model']}); bad runs seen on {', '.join(hosts) or '-'}",
-           "requeue elsewhere: scontrol requeue $SLURM_JOB_ID",
+           "resubmit elsewhere: scripts/submit_job.sh --resubmit-elsewhere (a plain scontrol requeue may land "
+           "on this node again)",
            f"re-probe this node: gpuprobe run --stage {bad[0].stage}"]
     for e in bad:
         out += [f"[{s.get('id')}] {s.get('title')}: {s.get('remedy')}" for s in e.signatures if s.get("remedy")]
