@@ -33,14 +33,15 @@ log = logging.getLogger("learning_cartpole")
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--epochs", type=int, default=400, help="upper bound; LR decays over this many")
+    ap.add_argument("--epochs", type=int, default=15000, help="pwm_5M default; LR decays over this many")
     ap.add_argument("--num-envs", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=64, help="world-model and actor batch (default pwm_5M: 256)")
+    ap.add_argument("--batch", type=int, default=256, help="world-model and actor batch (pwm_5M: 256)")
     ap.add_argument("--wm-iterations", type=int, default=8)
-    ap.add_argument("--wm-warmup", type=int, default=50, help="extra wm updates when the first episodes land")
+    ap.add_argument("--wm-warmup", type=int, default=0, help="extra wm updates when the first episodes land")
     ap.add_argument("--eval-interval", type=int, default=10)
     ap.add_argument("--eval-episodes", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (general.torch_threads)")
+    ap.add_argument("--minutes", type=float, default=15.0, help="wall budget (general.time_limit_minutes)")
     ap.add_argument("--goal", type=float, default=0.8, help="fraction of the reference return")
     ap.add_argument("--logdir", type=Path, default=REPO / "benchmarks" / "out")
     ap.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
@@ -57,7 +58,8 @@ def main() -> int:
         f"alg.agent.wm_iterations={args.wm_iterations}", f"alg.wm_warmup_iterations={args.wm_warmup}",
         f"general.eval_interval={args.eval_interval}", f"general.eval_episodes={args.eval_episodes}",
         f"general.target_return={target}", f"general.logdir={args.logdir.resolve()}",
-        "general.save_interval=100", f"general.torch_threads={args.threads}", *args.overrides,
+        "general.save_interval=100", f"general.torch_threads={args.threads}",
+        f"general.time_limit_minutes={args.minutes}", *args.overrides,
     ]
     rc = resolve_config(compose_config(overrides), Path.cwd(), [str(Path(__file__).resolve()), *sys.argv[1:]])
     t0 = time.monotonic()

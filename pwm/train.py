@@ -119,6 +119,7 @@ def run(rc: ResolvedConfig) -> int:
         wm_warmup_iterations=int(alg.get("wm_warmup_iterations", 0)),
         save_interval=int(general["save_interval"]), eval_interval=int(general["eval_interval"]),
         eval_episodes=int(general["eval_episodes"]), target_return=general.get("target_return"),
+        time_limit_s=60.0 * general["time_limit_minutes"] if general.get("time_limit_minutes") else None,
         checkpoint=rc.checkpoint,
         agent=agent_config(alg), config=rc.config)
     metrics = runs.MetricsLog(run_dir / runs.METRICS)
@@ -160,7 +161,8 @@ def run(rc: ResolvedConfig) -> int:
 
 @hydra.main(version_base="1.3", config_path="config", config_name="config")
 def main(cfg: DictConfig) -> None:
-    rc = resolve_config(cfg, Path(hydra.utils.get_original_cwd()))
+    # orig_argv keeps "-m pwm.train" (sys.argv would show the module's file path instead).
+    rc = resolve_config(cfg, Path(hydra.utils.get_original_cwd()), list(sys.orig_argv[1:]))
     logging.getLogger("pwm").setLevel(rc.general.get("log_level", "INFO"))
     # Hook point: checks that must pass before anything is built (envs, Buffer, models) go here,
     # between resolving the config and run().

@@ -63,6 +63,7 @@ class TrainSettings:
     eval_interval: int = 0
     eval_episodes: int = 16
     target_return: float | None = None  # stop early once an evaluation reaches it
+    time_limit_s: float | None = None   # finish (final checkpoints, eval) once this much wall time passed
     checkpoint: Path | None = None
     agent: AgentConfig = field(default_factory=AgentConfig)
     config: dict[str, Any] = field(default_factory=dict)  # resolved config, stored in checkpoints
@@ -286,6 +287,13 @@ class Trainer:
                      record.get("actor/loss", float("nan")), record.get("critic/loss", float("nan")),
                      record["time/epoch"])
 
+    def out_of_time(self) -> bool:
+        limit = self.s.time_limit_s
+        if limit is not None and time.monotonic() - self.started >= limit:
+            log.info("time limit of %.0f s reached at iteration %d", limit, self.iteration)
+            return True
+        return False
+
     # ---- the run ------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         """Run to `epochs`; raises Preempted after saving latest_checkpoint.pt on SIGTERM."""
@@ -294,7 +302,7 @@ class Trainer:
         else:
             self.checkpoints.save(INIT, self.checkpoint_state())
         try:
-            while self.iteration < self.s.epochs and not self.reached_target:
+            while self.iteration < self.s.epochs and not self.reached_target and not self.out_of_time():
                 self.log_record(self.epoch())
                 self.stop.check()
             if self.reached_target:

@@ -167,3 +167,12 @@ def test_find_run_through_index_without_link(tmp_path):
     assert runs.find_run(logdir, "pwm_5M_pendulum_seed1") == b
     with pytest.raises(FileNotFoundError):
         runs.find_run(logdir, "nothing_here")
+
+
+def test_time_limit_finishes_normally(tmp_path):
+    code, run_dir = run_tiny(tmp_path, "general.epochs=1000", "general.time_limit_minutes=0.00001")
+    assert code == 0
+    state = torch.load(run_dir / "final_policy.pt", weights_only=False)
+    assert state["iteration"] < 1000
+    assert (run_dir / "final_policy.buffer").is_file()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
