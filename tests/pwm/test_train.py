@@ -176,3 +176,62 @@ def test_time_limit_finishes_normally(tmp_path):
     assert state["iteration"] < 1000
     assert (run_dir / "final_policy.buffer").is_file()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+
+
+class _EarlyEndEnv:
+    """Three envs whose episodes end after 3, 6 and 3 steps; obs = [step in episode, env id]."""
+
+    num_envs, num_obs, num_acts, episode_length, device = 3, 2, 1, 6, torch.device("cpu")
+    lengths = torch.tensor([3, 6, 3])
+
+    def __init__(self) -> None:
+        self.t = torch.zeros(3, dtype=torch.long)
+
+    def _obs(self) -> torch.Tensor:
+        return torch.stack([self.t.float(), torch.arange(3.0)], dim=1)
+
+    def reset(self) -> torch.Tensor:
+        self.t.zero_()
+        return self._obs()
+
+    def step(self, act):
+        self.t += 1
+        rew = self.t.float() * 10 + torch.arange(3.0)
+        done = self.t >= self.lengths
+        before = self._obs()
+        self.t[done] = 0
+        return self._obs(), rew, done, {"obs_before_reset": before, "termination": done, "truncation": done & False}
+
+
+class _RecordingBuffer:
+    def __init__(self) -> None:
+        self.adds: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def add(self, obs, act, rew) -> None:
+        self.adds.append((obs, act, rew))
+
+
+def test_collector_pushes_early_terminated_episodes_grouped_by_length():
+    from pwm.agent import AgentConfig
+    from pwm.models import ModelConfig
+    from pwm.trainer import EpisodeCollector
+
+    model = ModelConfig(latent_dim=8, encoder_dims=[8], dynamics_dims=[8], reward_dims=[8],
+                        actor_dims=[8], critic_dims=[8])
+    agent = PWMAgent(2, 1, AgentConfig(model=model), "cpu")
+    buf = _RecordingBuffer()
+    collector = EpisodeCollector(_EarlyEndEnv(), buf, agent, min_length=1)
+    for _ in range(6):
+        collector.step()
+    # Envs 0 and 2 end at steps 3 and 6 (length 3, one add of two episodes each time); env 1 ends
+    # at step 6 with length 6, a separate add in the same step.
+    shapes = [(o.shape[0] - 1, o.shape[1]) for o, _, _ in buf.adds]
+    assert shapes == [(3, 2), (3, 2), (6, 1)]  # (length, episodes)
+    for obs, act, rew in buf.adds:
+        length, n = obs.shape[0] - 1, obs.shape[1]
+        for k in range(n):
+            env_id = obs[0, k, 1]
+            assert torch.equal(obs[:, k, 0], torch.arange(length + 1.0))  # terminal obs from obs_before_reset
+            assert torch.equal(rew[:, k], torch.arange(1.0, length + 1) * 10 + env_id)
+        assert act.shape == (length, n, 1)
+    assert collector.episodes == 5 and len(collector.episode_returns) == 5
