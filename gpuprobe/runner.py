@@ -183,7 +183,8 @@ class Runner:
             base.reason = f"not run: prerequisite stage '{blocker.stage}' ended in {blocker.status}"
             return base
         if spec.gpu_only and device == "cpu" and spec.name == "cuda":
-            base.reason = f"CUDA not probed: {self.device_reason}"
+            why = "--device cpu" if self.cfg.device == "cpu" else f"no GPU visible ({self.fingerprint.nvml.get('reason')})"
+            base.reason = f"CUDA not probed: {why}"
             return base
         timeout = stage_timeout(self.cfg, spec)
         if spec.preload and self._server is not None:
