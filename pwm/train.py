@@ -114,6 +114,7 @@ def run(rc: ResolvedConfig) -> int:
     settings = TrainSettings(
         alg_name=alg["name"], env_name=env_cfg["name"], run_dir=run_dir, seed=seed, device=device,
         num_envs=int(env_cfg["num_envs"]), episode_length=env_cfg.get("episode_length"),
+        stochastic_init=bool(env_cfg.get("stochastic_init", False)),
         epochs=int(general["epochs"]), steps_per_epoch=int(alg["steps_per_epoch"]),
         buffer_size=int(alg["buffer_size"]), buffer_options=dict(alg.get("buffer") or {}),
         wm_warmup_iterations=int(alg.get("wm_warmup_iterations", 0)),
@@ -126,9 +127,12 @@ def run(rc: ResolvedConfig) -> int:
     buffer = wandb_run = None
     try:
         try:
-            env = make_env(settings.env_name, settings.num_envs, device, seed, settings.episode_length)
+            env = make_env(settings.env_name, settings.num_envs, device, seed, settings.episode_length,
+                           stochastic_init=settings.stochastic_init)
+            # Never stochastic: the evaluation return measures the task from its nominal start
+            # (for the swing-ups, hanging down), whatever the training envs start from.
             eval_env = make_env(settings.env_name, settings.eval_episodes, device, seed + 10_000,
-                                settings.episode_length)
+                                settings.episode_length, stochastic_init=False)
         except EnvUnavailable as exc:
             log.error("env %s is not available here: %s", settings.env_name, exc)
             runs.update_run_json(run_dir, status="failed", error=str(exc))

@@ -54,6 +54,7 @@ class TrainSettings:
     device: str = "cpu"
     num_envs: int = 64
     episode_length: int | None = None
+    stochastic_init: bool = False  # training envs only; evaluation always starts from the nominal state
     epochs: int = 15000
     steps_per_epoch: int = 16
     buffer_size: int = 1_000_000

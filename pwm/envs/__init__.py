@@ -32,12 +32,19 @@ def make_env(
     device: str | torch.device = "cpu",
     seed: int = 0,
     episode_length: int | None = None,
+    stochastic_init: bool = False,
 ) -> VecEnv:
-    """Build env ``name`` (one of ENV_NAMES). dflex envs raise EnvUnavailable when dflex is missing."""
+    """Build env ``name`` (one of ENV_NAMES). dflex envs raise EnvUnavailable when dflex is missing.
+
+    ``stochastic_init`` spreads every reset's start state widely (DiffRL's option of that name),
+    for training envs; without it episodes start from the task's nominal state, as evaluation must.
+    """
     if name in _TORCH_ENVS:
-        return _TORCH_ENVS[name](num_envs, device=device, seed=seed, episode_length=episode_length)
+        return _TORCH_ENVS[name](num_envs, device=device, seed=seed, episode_length=episode_length,
+                                 stochastic_init=stochastic_init)
     if name in DFLEX_ENVS:
-        return make_dflex_env(name, num_envs, device=device, seed=seed, episode_length=episode_length)
+        return make_dflex_env(name, num_envs, device=device, seed=seed, episode_length=episode_length,
+                              stochastic_init=stochastic_init)
     raise ValueError(f"unknown env {name!r}; known: {', '.join(ENV_NAMES)}")
 
 

@@ -69,6 +69,7 @@ class TorchVecEnv(VecEnv):
         device: str | torch.device = "cpu",
         seed: int = 0,
         episode_length: int | None = None,
+        stochastic_init: bool = False,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -80,6 +81,10 @@ class TorchVecEnv(VecEnv):
         self.episode_length = int(episode_length or self.default_episode_length)
         if self.episode_length < 1:
             raise ValueError(f"episode_length must be >= 1, got {self.episode_length}")
+        # Like DiffRL's stochastic_init: training envs start from widely spread states so the
+        # data covers the whole state space (not only what a bad early policy reaches); the
+        # default nominal start is what evaluation measures. Read by ``_initial_state``.
+        self.stochastic_init = bool(stochastic_init)
         # A generator on the env's own device: the same seed gives the same episodes
         # on a given device, and sampling never syncs through the host RNG.
         self.generator = torch.Generator(device=self.device)
@@ -90,7 +95,8 @@ class TorchVecEnv(VecEnv):
     # -- hooks ---------------------------------------------------------------------------
     @abstractmethod
     def _initial_state(self, n: int) -> torch.Tensor:
-        """Fresh start states for n envs, drawn with ``self.generator``."""
+        """Fresh start states for n envs, drawn with ``self.generator``; widely spread when
+        ``self.stochastic_init`` is set, else near the task's nominal start."""
 
     @abstractmethod
     def _integrate(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:

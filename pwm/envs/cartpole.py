@@ -68,14 +68,25 @@ class CartPoleSwingUp(TorchVecEnv):
         seed: int = 0,
         episode_length: int | None = None,
         params: CartPoleParams = DEFAULT_PARAMS,
+        stochastic_init: bool = False,
     ) -> None:
         self.params = params
-        super().__init__("cartpole_swingup", num_envs, 5, 1, device, seed, episode_length)
+        super().__init__("cartpole_swingup", num_envs, 5, 1, device, seed, episode_length, stochastic_init)
 
     def _initial_state(self, n: int) -> torch.Tensor:
         # state columns: x, theta, x_dot, theta_dot; small noise around "hanging at the centre"
         state = self._uniform(n, 4, -0.05, 0.05)
-        state[:, 1] += math.pi
+        if not self.stochastic_init:
+            state[:, 1] += math.pi
+            return state
+        # Training starts (stochastic_init): the pole angle over the whole circle, so that
+        # near-upright states, and what balancing them earns, are in the data from the first
+        # episodes. DiffRL's +-pi/2 around hanging would never start the pole above horizontal,
+        # which is the region the world model was found to get wrong. The cart gets a third of
+        # the track and velocities DiffRL's +-0.25, so the starts are still physically modest.
+        state[:, 0] = self._uniform(n, 1, -1.0, 1.0)[:, 0] * self.params.track_limit / 3.0
+        state[:, 1] = self._uniform(n, 1, -math.pi, math.pi)[:, 0]
+        state[:, 2:] = self._uniform(n, 2, -0.25, 0.25)
         return state
 
     def _integrate(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:

@@ -98,8 +98,13 @@ def make_dflex_env(
     device: str | torch.device = "cpu",
     seed: int = 0,
     episode_length: int | None = None,
+    stochastic_init: bool = True,
 ) -> VecEnv:
-    """Build ``name`` (a key of DFLEX_ENVS); raises EnvUnavailable when dflex cannot be imported."""
+    """Build ``name`` (a key of DFLEX_ENVS); raises EnvUnavailable when dflex cannot be imported.
+
+    ``stochastic_init`` defaults to True because every PWM dflex config sets it for training
+    (DiffRL's own default is False); the trainer passes False for its evaluation env.
+    """
     spec = DFLEX_ENVS[name]
     module_name, class_name = spec.class_path.split(":")
     installed, reason = dflex_status()
@@ -116,7 +121,7 @@ def make_dflex_env(
         device=str(device),
         seed=seed,
         no_grad=True,
-        stochastic_init=True,  # every PWM dflex config sets it; DiffRL's default is False
+        stochastic_init=stochastic_init,
         episode_length=episode_length or spec.episode_length,
     )
     return DflexVecEnv(name, env, spec)

@@ -40,13 +40,19 @@ class Pendulum(TorchVecEnv):
         seed: int = 0,
         episode_length: int | None = None,
         params: PendulumParams = PendulumParams(),
+        stochastic_init: bool = False,
     ) -> None:
         self.params = params
-        super().__init__("pendulum", num_envs, 3, 1, device, seed, episode_length)
+        super().__init__("pendulum", num_envs, 3, 1, device, seed, episode_length, stochastic_init)
 
     def _initial_state(self, n: int) -> torch.Tensor:
         state = self._uniform(n, 2, -0.1, 0.1)  # theta, theta_dot
-        state[:, 0] += math.pi
+        if self.stochastic_init:
+            # Whole circle, so upright states are in the training data (see CartPoleSwingUp).
+            state[:, 0] = self._uniform(n, 1, -math.pi, math.pi)[:, 0]
+            state[:, 1] = self._uniform(n, 1, -0.25, 0.25)[:, 0]
+        else:
+            state[:, 0] += math.pi
         return state
 
     def _integrate(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -103,13 +109,21 @@ class DoublePendulum(TorchVecEnv):
         seed: int = 0,
         episode_length: int | None = None,
         params: DoublePendulumParams = DoublePendulumParams(),
+        stochastic_init: bool = False,
     ) -> None:
         self.params = params
-        super().__init__("double_pendulum", num_envs, 6, 1, device, seed, episode_length)
+        super().__init__("double_pendulum", num_envs, 6, 1, device, seed, episode_length, stochastic_init)
 
     def _initial_state(self, n: int) -> torch.Tensor:
         state = self._uniform(n, 4, -0.05, 0.05)  # q1, q2, q1_dot, q2_dot
-        state[:, 0] += math.pi
+        if self.stochastic_init:
+            # Base link over the whole circle; the elbow within DiffRL's +-pi/2 of straight,
+            # velocities DiffRL's +-0.25: the upright configurations are in the training data.
+            state[:, 0] = self._uniform(n, 1, -math.pi, math.pi)[:, 0]
+            state[:, 1] = self._uniform(n, 1, -math.pi / 2, math.pi / 2)[:, 0]
+            state[:, 2:] = self._uniform(n, 2, -0.25, 0.25)
+        else:
+            state[:, 0] += math.pi
         return state
 
     def _accelerations(

@@ -82,6 +82,51 @@ def test_unknown_env_name() -> None:
         make_env("cartpol", 1)
 
 
+# -- stochastic_init (training starts) ---------------------------------------------------------
+
+
+def pole_angles(obs: torch.Tensor) -> torch.Tensor:
+    """Pole angle from upright, from cart-pole obs [x, cos, sin, x_dot, theta_dot]."""
+    return torch.atan2(obs[:, 2], obs[:, 1])
+
+
+def test_stochastic_init_spreads_training_resets_over_the_circle() -> None:
+    env = make_env("cartpole_swingup", 512, seed=0, episode_length=3, stochastic_init=True)
+    starts = [env.reset()]
+    for _ in range(2):  # two auto-resets: every reset is spread, not only the first one
+        for _ in range(3):
+            obs, _, done, _ = env.step(torch.zeros(512, 1))
+        assert done.all()
+        starts.append(obs)
+    for obs in starts:
+        theta = pole_angles(obs)
+        assert (obs[:, 1] > 0.9).float().mean() > 0.05, "no near-upright starts"
+        assert (obs[:, 1] < -0.9).float().mean() > 0.05, "no near-hanging starts"
+        counts = torch.histc(theta, bins=8, min=-torch.pi, max=torch.pi)
+        assert counts.min() > 0.5 * 512 / 8, "pole angle is not spread over the whole circle"
+        assert obs[:, 0].abs().max() <= 1.0 + 1e-6, "cart starts more than a third of the track out"
+    assert not torch.equal(starts[1], starts[2])
+
+
+def test_default_start_is_unchanged_hanging_down() -> None:
+    env = make_env("cartpole_swingup", 256, seed=0)
+    assert env.stochastic_init is False
+    obs = env.reset()
+    assert (obs[:, 1] < -0.99).all(), "the default start must hang down"
+    assert obs[:, 0].abs().max() <= 0.05 and obs[:, 3:].abs().max() <= 0.05
+    # Same draws as before stochastic_init existed: seed 0's first start is still pinned.
+    same = make_env("cartpole_swingup", 256, seed=0, stochastic_init=False).reset()
+    assert torch.equal(obs, same)
+
+
+@pytest.mark.parametrize("name", ["pendulum", "double_pendulum"])
+def test_pendulum_stochastic_init_reaches_upright(name: str) -> None:
+    nominal = make_env(name, 256, seed=0).reset()
+    spread = make_env(name, 256, seed=0, stochastic_init=True).reset()
+    assert (nominal[:, 0] < -0.99).all()  # cos of the (base) angle: hanging
+    assert (spread[:, 0] > 0.9).float().mean() > 0.05 and (spread[:, 0] < -0.9).float().mean() > 0.05
+
+
 # -- the swing-up yardstick ----------------------------------------------------------------
 
 

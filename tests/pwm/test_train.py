@@ -80,6 +80,27 @@ def test_evaluation_after_full_run(tmp_path):
     assert all(torch.isfinite(torch.tensor(v)) for v in result.values())
 
 
+def test_training_envs_use_config_stochastic_init_and_eval_env_never(tmp_path, monkeypatch):
+    import pwm.envs
+
+    built = []
+
+    def recording_make_env(*args, **kwargs):
+        env = make_env(*args, **kwargs)
+        built.append(env)
+        return env
+
+    monkeypatch.setattr(pwm.envs, "make_env", recording_make_env)
+    code, _ = run_tiny(tmp_path, "general.epochs=1")
+    assert code == 0
+    train_env, eval_env = built
+    assert train_env.num_envs == 4 and eval_env.num_envs == 2
+    # env/cartpole_swingup.yaml sets stochastic_init: true, as PWM's dflex configs do.
+    assert train_env.stochastic_init is True
+    assert eval_env.stochastic_init is False
+    assert (eval_env.reset()[:, 1] < -0.99).all(), "evaluation must start hanging down"
+
+
 def test_resume_continues_iteration_and_restores_optimizers(tmp_path):
     code, first = run_tiny(tmp_path)
     assert code == 0
