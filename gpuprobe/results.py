@@ -40,6 +40,20 @@ STATUSES = (PASS, FAIL, CRASH, HANG, SLOW, UNKILLABLE, SKIP)
 SEVERITY = (UNKILLABLE, HANG, SLOW, CRASH, FAIL, PASS, SKIP)
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux shows it in /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic dance (briefly process-wide)
+    os.umask(mask)
+    return mask
+
+
 class ResultFileError(ValueError):
     """A result file that cannot be read (corrupt, partial, or not ours)."""
 
@@ -131,6 +145,9 @@ def write_atomic(path: Path, data: dict | str) -> Path:
     text = data if isinstance(data, str) else json.dumps(data, indent=1, sort_keys=False, default=_json_default)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); results are shared between users of a
+        # cluster, so give it the mode any new file would get under the umask
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

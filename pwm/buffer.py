@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from gpuprobe.results import current_umask
 from pwm.storage import STORAGE_FACTOR, StorageDecision, StorageUnavailable, decide_storage
 
 log = logging.getLogger(__name__)
@@ -400,6 +401,7 @@ class Buffer:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            os.fchmod(fd, 0o666 & ~current_umask())  # as any new file, not mkstemp's private 0600
             with os.fdopen(fd, "wb") as fh:
                 torch.save(state, fh)
                 fh.flush()

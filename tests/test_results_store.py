@@ -73,3 +73,12 @@ def test_redaction_names():
         assert not is_secret_name(name)
     env = recorded_environment({"HOME": "/root", "SLURM_JOB_ID": "7", "GPUPROBE_X": "https://u:pw@host/x"})
     assert env == {"GPUPROBE_X": "https://<redacted>@host/x", "SLURM_JOB_ID": "7"}
+
+
+def test_written_files_get_the_umask_mode_not_a_private_one(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = results.write_atomic(tmp_path / "r.result.json", {"schema": 1, "stages": []})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600: results are shared
