@@ -110,9 +110,11 @@ RULES: list[Signature] = [
         explanation=(
             "PWM's Buffer keeps its storage on the GPU only when 2.5 x its bytes are below the free GPU memory "
             "at the first add(); otherwise the storage is in host memory, and every sample gathers "
-            "B x (H+1) rows on the CPU (with PWM's SliceSampler and 12 prefetch threads: CPU-heavy). On a card "
-            "with less free memory (an L40S, 48 GB, vs an H200, 141 GB) the same config lands on the host and "
-            "looks like a hang at over 100% CPU with no output. The storage_decision mark records the numbers."),
+            "B x (H+1) rows on the CPU (with PWM's SliceSampler and 12 prefetch threads: CPU-heavy) and "
+            "looks like a hang at over 100% CPU with no output. Which side of the rule a node lands on depends "
+            "on its free memory at that moment (card size, other processes on the GPU, the buffer's size): at "
+            "PWM's Ant defaults (1e6 steps, ~0.19 GB) the rule needs ~0.46 GB free, so a 48 GB card falls back "
+            "only when nearly full. The storage_decision mark records the numbers."),
         remedy=(
             "Keep the storage on the device: lower buffer_size so 2.5 x bytes fits (gpuprobe run --stage buffer "
             "--bisect finds the largest that finishes in budget), or force storage='cuda' if 1x fits; "
