@@ -12,8 +12,8 @@ Same contract as PWM's (TD-MPC2's) torchrl Buffer, same storage rule, without to
   PWM's row-0 padding). ``capacity`` and ``len()`` count rows.
 * A small episode table (start row and number of valid slice starts per live episode,
   plus their cumulative sum) makes sampling one vectorised draw: pick a global slice
-  number uniformly, map it to (episode, offset) with ``searchsorted``, and gather
-  ``start + arange(H+1)`` in one ``index_select`` per tensor. Every valid slice is
+  number uniformly, map it to (episode, start row) with ``searchsorted``, and gather
+  the B windows of H+1 rows with one ``index_select`` (in chunks). Every valid slice is
   equally likely; overwritten episodes leave the table before their rows are reused.
 """
 
@@ -106,7 +106,6 @@ class Buffer:
         # place instead of three scattered reads, which is most of a host sample's cost.
         self._row_width = self.obs_dim + self.act_dim + 1
         self._data: torch.Tensor | None = None
-        self._steps: torch.Tensor | None = None  # arange(H+1) on the storage device, reused
         self._episodes: deque[tuple[int, int]] = deque()  # (start row, rows), oldest first
         self._rows = 0  # live rows
         self._write = 0  # next row to write
@@ -173,7 +172,6 @@ class Buffer:
             device=where,
             pin_memory=self.decision.pinned,
         )
-        self._steps = torch.arange(self.horizon + 1, device=where).unsqueeze(1)
         self._generator = self._make_generator(0)
         self._emit("alloc", {"bytes": self.decision.bytes_needed, "device": str(where)})
 
@@ -269,18 +267,19 @@ class Buffer:
                 raise RuntimeError(
                     f"the buffer holds no slice of {self.horizon + 1} rows yet: add() episodes first"
                 )
-            assert self._data is not None and self._steps is not None
+            assert self._data is not None
             dev = self._data.device
             u = torch.randint(index.total_starts, (batch_size,), generator=generator, device=dev)
             episode = self._episode_of(index.cum_starts, u)
             starts = (u + index.offsets[episode]) % self.capacity  # B values: cheap
-            rows = (starts.unsqueeze(0) + self._steps).reshape(-1)  # time-major; ghost rows: no wrap
-            out = self._gather(self._data, rows).view(self.horizon + 1, batch_size, self._row_width)
+            # Batch-major [B, H+1, row]: one index per slice, each a contiguous block of rows.
+            block = self._gather(self._data, starts)
+        # Time-major views; the contiguous copies below transpose and split in one pass.
+        view = block.transpose(0, 1)
         o, a = self.obs_dim, self.obs_dim + self.act_dim
-        # Contiguous copies: callers get plain tensors, not strided views of a shared batch.
-        obs = self._contiguous(out[..., :o])
-        act = self._contiguous(out[:-1, :, o:a])
-        rew = self._contiguous(out[:-1, :, a:])
+        obs = self._contiguous(view[..., :o])
+        act = self._contiguous(view[:-1, :, o:a])
+        rew = self._contiguous(view[:-1, :, a:])
         return obs, act, rew
 
     @staticmethod
@@ -303,15 +302,20 @@ class Buffer:
             [torch.searchsorted(cum_starts, part, right=True) for part in u.split(_SEARCHSORTED_CHUNK)]
         )
 
-    def _gather(self, store: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def _gather(self, store: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """[B, H+1, row]: the H+1 consecutive rows from each of ``starts``, on the compute device."""
+        rows, width = self.horizon + 1, self._row_width
+        # Overlapping windows: window s is rows s..s+H (the ghost rows keep the last in bounds),
+        # so a slice is one index and one contiguous block copy, not H+1 row lookups.
+        windows = store.as_strided((self.capacity, rows, width), (width, width, 1))
         if store.device.type != "cpu":
-            return store.index_select(0, rows).to(self.device)
+            return windows.index_select(0, starts).to(self.device)
         pinned = self.decision is not None and self.decision.pinned and self.device.type == "cuda"
         # Gathering straight into pinned memory lets the host-to-device copy run async.
-        out = torch.empty((rows.numel(),) + store.shape[1:], dtype=store.dtype, pin_memory=pinned)
-        chunk = max(1, _ATEN_GRAIN_ELEMENTS // self._row_width)
-        for begin in range(0, rows.numel(), chunk):
-            torch.index_select(store, 0, rows[begin : begin + chunk], out=out[begin : begin + chunk])
+        out = torch.empty((starts.numel(), rows, width), dtype=store.dtype, pin_memory=pinned)
+        chunk = max(1, _ATEN_GRAIN_ELEMENTS // (rows * width))
+        for begin in range(0, starts.numel(), chunk):
+            torch.index_select(windows, 0, starts[begin : begin + chunk], out=out[begin : begin + chunk])
         return out.to(self.device, non_blocking=pinned)
 
     def sample(self, batch_size: int | None = None) -> Sample:

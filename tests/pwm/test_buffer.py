@@ -100,6 +100,24 @@ def test_ring_overwrite_drops_whole_oldest_episodes() -> None:
     assert seen == {3, 4, 5, 6}
 
 
+def test_window_gather_matches_row_by_row_reference() -> None:
+    # Slices are gathered as overlapping windows of H+1 rows (several chunks at this B); each
+    # must equal the rows read one by one, modulo the ring, incl. windows that reach the ghost rows.
+    buf = Buffer(capacity=90, obs_dim=OBS, act_dim=ACT, horizon=4, batch_size=3000, seed=10)
+    for i in range(5):  # the 5th episode wraps around the ring's end
+        buf.add(*episodes([i], steps=19))
+    obs, act, rew = buf.sample()
+    assert obs.is_contiguous() and act.is_contiguous() and rew.is_contiguous()
+    ring = buf._data[: buf.capacity]
+    for b in range(obs.shape[1]):
+        ep, t0 = int(obs[0, b, 0]), int(obs[0, b, 1])
+        start = next(s for s, _ in buf._episodes if int(ring[s, 0]) == ep) + t0
+        rows = ring[(torch.arange(buf.horizon + 1) + start) % buf.capacity]
+        assert torch.equal(obs[:, b], rows[:, :OBS])
+        assert torch.equal(act[:, b], rows[:-1, OBS : OBS + ACT])
+        assert torch.equal(rew[:, b, 0], rows[:-1, -1])
+
+
 def test_oversized_batch_keeps_the_newest_episodes() -> None:
     buf = Buffer(capacity=50, obs_dim=OBS, act_dim=ACT, horizon=4, batch_size=256, seed=4)
     buf.add(*episodes(list(range(10)), steps=9))  # 100 rows into 50
