@@ -29,7 +29,7 @@ def main() -> None:
         "python -c pass": [py, "-c", "pass"],
         "gpuprobe info": [py, "-m", "gpuprobe", "info"],
         f"gpuprobe run --device cpu --stage {args.stage}": run,
-        f"  same, --no-fork-server": run + ["--no-fork-server"],
+        "  same, --no-fork-server": run + ["--no-fork-server"],
     }
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.reps):  # interleaved, so load changes hit every case alike

@@ -14,7 +14,7 @@ from gpuprobe import matrix as mx
 from gpuprobe import matrix_render as render
 from gpuprobe.cli_matrix import matrix as matrix_cmd
 from gpuprobe.matrix_compare import compare
-from result_factory import T0, field_report, make_result
+from result_factory import T0, make_result
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
