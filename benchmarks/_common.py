@@ -6,21 +6,19 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs without installing
+
+from gpuprobe.fingerprint import cpu_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     load = os.getloadavg()[0]
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, load average {load:.2f} at start"
 

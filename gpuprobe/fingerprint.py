@@ -78,7 +78,8 @@ def short_model(name: str) -> str:
     return re.sub(r"^NVIDIA\s+", "", name.strip())
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (lscpu's \"Model name\")."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -144,7 +145,7 @@ def take(nvml: Nvml | None = None) -> Fingerprint:
         os=_os_release(),
         kernel=uname.release,
         python=platform.python_version(),
-        cpu_model=_cpu_model(),
+        cpu_model=cpu_model(),
         cpu_count=os.cpu_count() or 0,
         ram_bytes=psutil.virtual_memory().total,
         nvml={"available": why is None, "reason": None if why is None else why.reason},
