@@ -8,10 +8,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 
-from conftest import ROOT
+# not `from conftest import ROOT`: tests/pwm has a conftest too, and the name is ambiguous
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _wait_for(predicate, timeout: float = 60.0):

@@ -1,21 +1,11 @@
 from __future__ import annotations
 
-import pytest
 import torch
 
 from pwm.agent import AgentConfig, PWMAgent, lambda_returns
 from pwm.models import ModelConfig
 
 H, B, OBS, ACT = 4, 16, 5, 2
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core box: OpenMP fan-out only adds barrier waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_agent(**overrides) -> PWMAgent:

@@ -10,15 +10,6 @@ TINY = ModelConfig(latent_dim=16, encoder_dims=[8], dynamics_dims=[8], reward_di
                    actor_dims=[8, 8], critic_dims=[8, 8])
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core box: OpenMP fan-out only adds barrier waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_world_model_shapes_and_simnorm():
     wm = WorldModel(5, 2, TINY)
     obs, act = torch.randn(7, 5), torch.rand(7, 2) * 2 - 1

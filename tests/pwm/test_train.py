@@ -24,15 +24,6 @@ TINY = ["alg=pwm_tiny", "env=cartpole_swingup", "env.num_envs=4", "env.episode_l
         "general.epochs=4", "general.eval_episodes=2", "general.save_interval=2", "general.device=cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core box: OpenMP fan-out only adds barrier waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def run_tiny(tmp_path: Path, *extra: str) -> tuple[int, Path]:
     cfg = compose_config([*TINY, f"general.logdir={tmp_path / 'runs'}", *extra])
     rc = resolve_config(cfg, tmp_path, ["pwm.train", *extra])
