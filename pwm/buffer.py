@@ -15,6 +15,8 @@ Same contract as PWM's (TD-MPC2's) torchrl Buffer, same storage rule, without to
   number uniformly, map it to (episode, start row) with ``searchsorted``, and gather
   the B windows of H+1 rows with one ``index_select`` (in chunks). Every valid slice is
   equally likely; overwritten episodes leave the table before their rows are reused.
+* ``sample()`` returns time-major views of that one gathered block (a fresh tensor per call,
+  never the storage), as PWM's torchrl Buffer returns permuted views.
 """
 
 from __future__ import annotations
@@ -274,29 +276,17 @@ class Buffer:
             starts = (u + index.offsets[episode]) % self.capacity  # B values: cheap
             # Batch-major [B, H+1, row]: one index per slice, each a contiguous block of rows.
             block = self._gather(self._data, starts)
-        # Time-major views; the contiguous copies below transpose and split in one pass.
+        # Time-major views of the one gathered block, as PWM's torchrl Buffer returns permuted
+        # views: no second pass over the batch here. A consumer that needs contiguous memory
+        # copies (the first Linear layer reads strided rows as they are).
         view = block.transpose(0, 1)
         o, a = self.obs_dim, self.obs_dim + self.act_dim
-        obs = self._contiguous(view[..., :o])
-        act = self._contiguous(view[:-1, :, o:a])
-        rew = self._contiguous(view[:-1, :, a:])
-        return obs, act, rew
-
-    @staticmethod
-    def _contiguous(view: torch.Tensor) -> torch.Tensor:
-        """``view.contiguous()``, on the host in time-step chunks below ATen's parallel grain."""
-        if view.device.type != "cpu" or view.numel() <= _ATEN_GRAIN_ELEMENTS:
-            return view.contiguous()
-        dst = torch.empty(view.shape, dtype=view.dtype)
-        step = max(1, _ATEN_GRAIN_ELEMENTS // max(1, view[0].numel()))
-        for t in range(0, view.shape[0], step):
-            dst[t : t + step] = view[t : t + step]
-        return dst
+        return view[..., :o], view[:-1, :, o:a], view[:-1, :, a:]
 
     @staticmethod
     def _episode_of(cum_starts: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Index of the episode holding global slice number u (see _ATEN_GRAIN_ELEMENTS)."""
-        if u.device.type != "cpu" or u.numel() <= _SEARCHSORTED_CHUNK:
+        if u.device.type != "cpu" or u.numel() <= _SEARCHSORTED_CHUNK or torch.get_num_threads() == 1:
             return torch.searchsorted(cum_starts, u, right=True)
         return torch.cat(
             [torch.searchsorted(cum_starts, part, right=True) for part in u.split(_SEARCHSORTED_CHUNK)]
@@ -313,13 +303,22 @@ class Buffer:
         pinned = self.decision is not None and self.decision.pinned and self.device.type == "cuda"
         # Gathering straight into pinned memory lets the host-to-device copy run async.
         out = torch.empty((starts.numel(), rows, width), dtype=store.dtype, pin_memory=pinned)
-        chunk = max(1, _ATEN_GRAIN_ELEMENTS // (rows * width))
+        # Below the grain, ATen keeps each call on this thread; with one intra-op thread there is
+        # no pool to wait for, so one call does it (saves ~0.025 ms of per-call overhead).
+        if torch.get_num_threads() == 1:
+            chunk = starts.numel()
+        else:
+            chunk = max(1, _ATEN_GRAIN_ELEMENTS // (rows * width))
         for begin in range(0, starts.numel(), chunk):
             torch.index_select(windows, 0, starts[begin : begin + chunk], out=out[begin : begin + chunk])
-        return out.to(self.device, non_blocking=pinned)
+        return out if self.device.type == "cpu" else out.to(self.device, non_blocking=pinned)
 
     def sample(self, batch_size: int | None = None) -> Sample:
-        """obs [H+1,B,o], act [H,B,a], rew [H,B,1] on ``device``; each column is one episode's slice."""
+        """obs [H+1,B,o], act [H,B,a], rew [H,B,1] on ``device``; each column is one episode's slice.
+
+        The three are strided views of one freshly gathered tensor (not of the storage), so
+        writing to them never touches the buffer; ``.contiguous()`` them if an op needs it.
+        """
         b = self.batch_size if batch_size is None else int(batch_size)
         if self.prefetch > 0 and b == self.batch_size:
             if not self._threads:
@@ -334,9 +333,10 @@ class Buffer:
                 raise RuntimeError("the buffer is empty: add() episodes before sample()")
             out = self._draw(b, self._generator)
         self._samples += 1
-        if self._samples == 1:
-            self._emit("first_sample", {"prefetch": self.prefetch})
-        self._emit("sample", {"n": self._samples})
+        if self._progress is not None:
+            if self._samples == 1:
+                self._emit("first_sample", {"prefetch": self.prefetch})
+            self._emit("sample", {"n": self._samples})
         return out
 
     # -- prefetch ------------------------------------------------------------------------
