@@ -206,7 +206,8 @@ class Trainer:
     # ---- checkpoints --------------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
         return {**self.agent.state_dict(), "iteration": self.iteration, "env_steps": self.env_steps,
-                "best_return": self.best_return, "rng": rng_state(), "config": self.s.config,
+                "best_return": self.best_return, "warmed_up": self.warmed_up,
+                "rng": rng_state(), "config": self.s.config,
                 "param_counts": vars(self.agent.param_counts)}
 
     def resume(self, path: Path) -> None:
@@ -216,6 +217,8 @@ class Trainer:
         self.env_steps = int(state.get("env_steps", 0))
         self.best_return = float(state.get("best_return", -math.inf))
         set_rng_state(state["rng"])
+        # The world model is trained already: the warm-up is for a fresh one, not a fresh buffer.
+        self.warmed_up = bool(state.get("warmed_up", self.iteration > 0))
         # The replay buffer is not in latest_checkpoint.pt (it can be GBs): it refills from
         # fresh episodes, and the world model waits for them as at the start of a run.
         log.info("resumed from %s at iteration %d", path, self.iteration)

@@ -93,12 +93,16 @@ def test_training_envs_use_config_stochastic_init_and_eval_env_never(tmp_path, m
 
 
 def test_resume_continues_iteration_and_restores_optimizers(tmp_path):
-    code, first = run_tiny(tmp_path)
+    warmup = "alg.wm_warmup_iterations=3"
+    code, first = run_tiny(tmp_path, warmup)
     assert code == 0
     saved = torch.load(first / "latest_checkpoint.pt", weights_only=False)
+    step = lambda s: int(s["world_model_opt"]["state"][0]["step"])
+    first_records = [r for r in runs.read_metrics(first / "metrics.jsonl") if not r.get("final")]
+    assert step(saved) == sum(1 for r in first_records if "wm/loss" in r) * 2 + 3  # incl. the warm-up
     time.sleep(1.0)  # a new run directory (names have one-second resolution; a clash gets a suffix)
     code, second = run_tiny(tmp_path, f"general.checkpoint={first / 'latest_checkpoint.pt'}",
-                            "general.epochs=8")
+                            "general.epochs=8", warmup)
     assert code == 0 and second != first
     records = [r for r in runs.read_metrics(second / "metrics.jsonl") if not r.get("final")]
     assert [r["iteration"] for r in records] == [5, 6, 7, 8]
@@ -106,8 +110,8 @@ def test_resume_continues_iteration_and_restores_optimizers(tmp_path):
     assert resumed["iteration"] == 8
     wm_updates = sum(1 for r in records if "wm/loss" in r) * 2  # pwm_tiny: 2 wm iterations
     assert wm_updates > 0
-    step = lambda s: int(s["world_model_opt"]["state"][0]["step"])
-    assert step(resumed) == step(saved) + wm_updates  # Adam continued, not restarted
+    # Adam continued, not restarted, and the world model's warm-up did not run a second time.
+    assert step(resumed) == step(saved) + wm_updates
     assert not (second / "init_policy.pt").exists()  # a resumed run has no fresh init policy
 
 
