@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -40,7 +42,8 @@ def main() -> int:
     ap.add_argument("--wm-warmup", type=int, default=0, help="extra wm updates when the first episodes land")
     ap.add_argument("--eval-interval", type=int, default=10)
     ap.add_argument("--eval-episodes", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (general.torch_threads)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (general.torch_threads); default: the trainer's, one per core")
     ap.add_argument("--minutes", type=float, default=15.0, help="wall budget (general.time_limit_minutes)")
     ap.add_argument("--goal", type=float, default=0.8, help="fraction of the reference return")
     ap.add_argument("--logdir", type=Path, default=REPO / "benchmarks" / "out")
@@ -58,7 +61,7 @@ def main() -> int:
         f"alg.agent.wm_iterations={args.wm_iterations}", f"alg.wm_warmup_iterations={args.wm_warmup}",
         f"general.eval_interval={args.eval_interval}", f"general.eval_episodes={args.eval_episodes}",
         f"general.target_return={target}", f"general.logdir={args.logdir.resolve()}",
-        "general.save_interval=100", f"general.torch_threads={args.threads}",
+        "general.save_interval=100", "general.torch_threads=" + ("null" if args.threads is None else str(args.threads)),
         f"general.time_limit_minutes={args.minutes}", *args.overrides,
     ]
     rc = resolve_config(compose_config(overrides), Path.cwd(), [str(Path(__file__).resolve()), *sys.argv[1:]])
@@ -79,6 +82,7 @@ def main() -> int:
         "final": next((r for r in records if r.get("final")), None),
         "wall_s": wall, "overrides": overrides, "run_dir": str(run_dir),
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "torch_threads": torch.get_num_threads(),
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "command": " ".join([sys.executable, *sys.argv]),
     }

@@ -144,6 +144,14 @@ def test_sigterm_saves_latest_checkpoint_and_exits_nonzero(tmp_path):
     assert state["iteration"] >= 1
     assert json.loads((run_dir / "run.json").read_text())["status"] == "preempted"
     assert not (work / "outputs").exists() and not (work / ".hydra").exists()  # Hydra wrote nothing in the cwd
+    # The pre-empted run resumes from what SIGTERM saved and continues its count.
+    stopped_at = int(state["iteration"])
+    code, resumed = run_tiny(tmp_path, f"general.checkpoint={run_dir / 'latest_checkpoint.pt'}",
+                             f"general.epochs={stopped_at + 2}")
+    assert code == 0 and resumed != run_dir
+    records = [r for r in runs.read_metrics(resumed / "metrics.jsonl") if not r.get("final")]
+    assert [r["iteration"] for r in records] == [stopped_at + 1, stopped_at + 2]
+    assert torch.load(resumed / "final_policy.pt", weights_only=False)["iteration"] == stopped_at + 2
 
 
 def test_paths_resolved_at_start(tmp_path, monkeypatch):
