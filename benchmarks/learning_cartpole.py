@@ -79,6 +79,7 @@ def main() -> int:
     summary = {
         "exit_code": code, "seed": args.seed, "reference_return": reference, "target_return": target,
         "first_eval_return": first_eval, "best_eval": best, "reached": reached,
+        "evals": evals,  # [epoch, seconds of training, mean eval return], for benchmarks/learning_seeds.py
         "final": next((r for r in records if r.get("final")), None),
         "wall_s": wall, "overrides": overrides, "run_dir": str(run_dir),
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
