@@ -378,9 +378,9 @@ class Buffer:
             self.close()
 
     # -- persistence ---------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the live episodes (oldest first) and the config atomically to ``path``."""
-        path = Path(path)
+    def state_dict(self) -> dict[str, Any]:
+        """The live episodes (oldest first, on the host) and the config: what save() writes and
+        what the trainer puts in latest_checkpoint.pt."""
         with self._lock:
             order = [(s, r) for s, r in self._episodes]
             data: dict[str, torch.Tensor] = {}
@@ -390,7 +390,7 @@ class Buffer:
                 live = self._data.index_select(0, rows.to(self._data.device)).cpu()
                 o, a = self.obs_dim, self.obs_dim + self.act_dim
                 data = {"obs": live[:, :o], "act": live[:, o:a], "rew": live[:, a]}
-        state = {
+        return {
             "format": _SAVE_FORMAT,
             "config": {
                 "capacity": self.capacity,
@@ -402,6 +402,36 @@ class Buffer:
             "episode_rows": [r for _, r in order],
             **data,
         }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Refill this empty buffer with the episodes of ``state``; the newest win if they overflow."""
+        if state.get("format") != _SAVE_FORMAT:
+            raise ValueError(f"not a {_SAVE_FORMAT} state (format={state.get('format')!r})")
+        if len(self):
+            raise RuntimeError("load_state_dict() fills an empty buffer; this one holds episodes")
+        saved = state["config"]
+        if (saved["obs_dim"], saved["act_dim"]) != (self.obs_dim, self.act_dim):
+            raise ValueError(
+                f"saved episodes have obs {saved['obs_dim']}/act {saved['act_dim']}, "
+                f"this buffer obs {self.obs_dim}/act {self.act_dim}"
+            )
+        episode_rows = [int(r) for r in state["episode_rows"]]
+        first = 0
+        while episode_rows and sum(episode_rows) > self.capacity:  # a smaller buffer keeps the newest
+            first += episode_rows.pop(0)
+        if not episode_rows:
+            return
+        rew = state["rew"][first:].unsqueeze(1)
+        block = torch.cat((state["obs"][first:], state["act"][first:], rew), dim=1)
+        if self._data is None:
+            self._allocate()
+        self._append(block, episode_rows)
+        self._emit("fill", {"steps": len(self), "capacity": self.capacity})
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write state_dict() atomically to ``path``."""
+        path = Path(path)
+        state = self.state_dict()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
@@ -426,21 +456,8 @@ class Buffer:
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
         if state.get("format") != _SAVE_FORMAT:
             raise ValueError(f"{path}: not a {_SAVE_FORMAT} file (format={state.get('format')!r})")
-        kwargs = {**state["config"], "device": device, **overrides}
-        buf = cls(**kwargs)
-        episode_rows = [int(r) for r in state["episode_rows"]]
-        if episode_rows:
-            if sum(episode_rows) > buf.capacity:  # loading into a smaller buffer keeps the newest
-                while sum(episode_rows) > buf.capacity:
-                    episode_rows.pop(0)
-                first = state["obs"].shape[0] - sum(episode_rows)
-            else:
-                first = 0
-            rew = state["rew"][first:].unsqueeze(1)
-            block = torch.cat((state["obs"][first:], state["act"][first:], rew), dim=1)
-            buf._allocate()
-            buf._append(block, episode_rows)
-            buf._emit("fill", {"steps": len(buf), "capacity": buf.capacity})
+        buf = cls(**{**state["config"], "device": device, **overrides})
+        buf.load_state_dict(state)
         return buf
 
 

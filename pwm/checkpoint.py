@@ -4,6 +4,7 @@ Files in a run directory, and nothing else named *.pt:
   init_policy.pt        after the models are built, before any update
   best_policy.pt        whenever the mean return over the last 100 episodes improves
   latest_checkpoint.pt  every save interval and on SIGTERM; what `general.checkpoint=` resumes
+                        (with the replay buffer's episodes unless general.checkpoint_buffer=false)
   final_policy.pt       at the end of a run, with final_policy.buffer (the replay buffer)
 """
 from __future__ import annotations

@@ -121,7 +121,7 @@ def run(rc: ResolvedConfig) -> int:
         save_interval=int(general["save_interval"]), eval_interval=int(general["eval_interval"]),
         eval_episodes=int(general["eval_episodes"]), target_return=general.get("target_return"),
         time_limit_s=60.0 * general["time_limit_minutes"] if general.get("time_limit_minutes") else None,
-        checkpoint=rc.checkpoint,
+        checkpoint=rc.checkpoint, checkpoint_buffer=bool(general.get("checkpoint_buffer", True)),
         agent=agent_config(alg), config=rc.config)
     metrics = runs.MetricsLog(run_dir / runs.METRICS)
     buffer = wandb_run = None

@@ -66,6 +66,7 @@ class TrainSettings:
     target_return: float | None = None  # stop early once an evaluation reaches it
     time_limit_s: float | None = None   # finish (final checkpoints, eval) once this much wall time passed
     checkpoint: Path | None = None
+    checkpoint_buffer: bool = True  # latest_checkpoint.pt carries the replay buffer's episodes
     agent: AgentConfig = field(default_factory=AgentConfig)
     config: dict[str, Any] = field(default_factory=dict)  # resolved config, stored in checkpoints
 
@@ -210,6 +211,14 @@ class Trainer:
                 "rng": rng_state(), "config": self.s.config,
                 "param_counts": vars(self.agent.param_counts)}
 
+    def latest_state(self) -> dict[str, Any]:
+        """What latest_checkpoint.pt holds: the models and, unless switched off, the replay buffer,
+        so that a resumed (or pre-empted) run trains its world model on the data it had."""
+        state = self.checkpoint_state()
+        if self.s.checkpoint_buffer:
+            state["buffer"] = self.buffer.state_dict()
+        return state
+
     def resume(self, path: Path) -> None:
         state = load_checkpoint(path, self.s.device)
         self.agent.load_state_dict(state)
@@ -219,9 +228,12 @@ class Trainer:
         set_rng_state(state["rng"])
         # The world model is trained already: the warm-up is for a fresh one, not a fresh buffer.
         self.warmed_up = bool(state.get("warmed_up", self.iteration > 0))
-        # The replay buffer is not in latest_checkpoint.pt (it can be GBs): it refills from
-        # fresh episodes, and the world model waits for them as at the start of a run.
-        log.info("resumed from %s at iteration %d", path, self.iteration)
+        if state.get("buffer") is not None:
+            self.buffer.load_state_dict(state["buffer"])
+            log.info("resumed from %s at iteration %d with %d buffer rows (%d episodes)",
+                     path, self.iteration, len(self.buffer), self.buffer.num_episodes)
+        else:  # written with general.checkpoint_buffer=false: the buffer refills from fresh episodes
+            log.info("resumed from %s at iteration %d, empty buffer", path, self.iteration)
 
     # ---- one epoch ----------------------------------------------------------------------
     def collect(self) -> None:
@@ -278,7 +290,7 @@ class Trainer:
             target = self.s.target_return
             self.reached_target = target is not None and record["eval/return"] >= target
         if self.s.save_interval and self.iteration % self.s.save_interval == 0:
-            self.checkpoints.save(LATEST, self.checkpoint_state())
+            self.checkpoints.save(LATEST, self.latest_state())
         return record
 
     def log_record(self, record: dict[str, Any]) -> None:
@@ -313,10 +325,10 @@ class Trainer:
                 log.info("eval return reached general.target_return=%s at iteration %d",
                          self.s.target_return, self.iteration)
         except Preempted:
-            self.checkpoints.save(LATEST, self.checkpoint_state())
+            self.checkpoints.save(LATEST, self.latest_state())
             raise
         if not (self.s.save_interval and self.iteration % self.s.save_interval == 0):
-            self.checkpoints.save(LATEST, self.checkpoint_state())  # not already saved this epoch
+            self.checkpoints.save(LATEST, self.latest_state())  # not already saved this epoch
         self.checkpoints.save(FINAL, self.checkpoint_state())
         self.checkpoints.save_buffer(self.buffer)
         final = {"iteration": self.iteration, "env_steps": self.env_steps,

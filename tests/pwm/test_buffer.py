@@ -270,3 +270,18 @@ def test_prefetch_returns_valid_samples_and_close_stops_threads() -> None:
     buf.close()
     assert buf.prefetch_threads_alive == 0
     buf.close()  # idempotent
+
+
+def test_state_dict_refills_an_empty_buffer_and_refuses_a_full_or_mismatched_one() -> None:
+    src = Buffer(capacity=200, obs_dim=OBS, act_dim=ACT, horizon=4, batch_size=16, seed=0)
+    for i in range(4):
+        src.add(*episodes([i], steps=19))
+    state = src.state_dict()
+    dst = Buffer(capacity=50, obs_dim=OBS, act_dim=ACT, horizon=4, batch_size=16, seed=1)
+    dst.load_state_dict(state)  # 2 of the 4 episodes of 20 rows fit: the newest two
+    assert len(dst) == 40 and dst.num_episodes == 2
+    assert check_slices(*dst.sample()) <= {2, 3}
+    with pytest.raises(RuntimeError, match="empty buffer"):
+        dst.load_state_dict(state)
+    with pytest.raises(ValueError, match="obs"):
+        Buffer(capacity=200, obs_dim=OBS + 1, act_dim=ACT, horizon=4).load_state_dict(state)

@@ -106,6 +106,10 @@ def test_resume_continues_iteration_and_restores_optimizers(tmp_path):
     assert code == 0 and second != first
     records = [r for r in runs.read_metrics(second / "metrics.jsonl") if not r.get("final")]
     assert [r["iteration"] for r in records] == [5, 6, 7, 8]
+    # The replay buffer came back with the checkpoint: epoch 5 completes no new episode
+    # (16-step episodes, 8 steps per epoch, fresh envs), so it holds exactly the saved rows.
+    saved_rows = sum(saved["buffer"]["episode_rows"])
+    assert saved_rows > 0 and records[0]["buffer_size"] == saved_rows
     resumed = torch.load(second / "final_policy.pt", weights_only=False)
     assert resumed["iteration"] == 8
     wm_updates = sum(1 for r in records if "wm/loss" in r) * 2  # pwm_tiny: 2 wm iterations
@@ -113,6 +117,17 @@ def test_resume_continues_iteration_and_restores_optimizers(tmp_path):
     # Adam continued, not restarted, and the world model's warm-up did not run a second time.
     assert step(resumed) == step(saved) + wm_updates
     assert not (second / "init_policy.pt").exists()  # a resumed run has no fresh init policy
+
+
+def test_resume_without_buffer_refills_from_scratch(tmp_path):
+    code, first = run_tiny(tmp_path, "general.checkpoint_buffer=false")
+    assert code == 0
+    assert "buffer" not in torch.load(first / "latest_checkpoint.pt", weights_only=False)
+    time.sleep(1.0)
+    code, second = run_tiny(tmp_path, f"general.checkpoint={first / 'latest_checkpoint.pt'}", "general.epochs=6")
+    assert code == 0
+    records = [r for r in runs.read_metrics(second / "metrics.jsonl") if not r.get("final")]
+    assert [(r["iteration"], r["buffer_size"]) for r in records][0] == (5, 0)
 
 
 def test_sigterm_saves_latest_checkpoint_and_exits_nonzero(tmp_path):
