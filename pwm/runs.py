@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -47,6 +48,8 @@ def default_logdir(start_cwd: Path) -> Path:
 
 
 def run_prefix(alg: str, env: str, seed: int) -> str:
+    # Env names like "gym:Pendulum-v1" carry characters that do not belong in a folder name.
+    env = re.sub(r"[^A-Za-z0-9._-]", "_", env)
     return f"{alg}_{env}_seed{seed}"
 
 

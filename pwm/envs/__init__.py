@@ -1,4 +1,5 @@
-"""Vectorised envs for the bundled PWM trainer: torch envs on any device, dflex when installed.
+"""Vectorised envs for the bundled PWM trainer: torch envs on any device, dflex when installed,
+and any gymnasium env with continuous actions as ``gym:<id>`` (e.g. ``gym:Pendulum-v1``).
 
     env = make_env("cartpole_swingup", num_envs=64, device="cuda:0", seed=1)
     obs = env.reset()
@@ -14,6 +15,7 @@ import torch
 from pwm.envs.base import EnvUnavailable, TorchVecEnv, VecEnv
 from pwm.envs.cartpole import CartPoleSwingUp, reference_return, scripted_swingup_controller
 from pwm.envs.dflex_adapter import DFLEX_ENVS, DflexEnvSpec, dflex_status, make_dflex_env
+from pwm.envs.gym_adapter import is_gym_name, make_gym_env
 from pwm.envs.pendulum import DoublePendulum, Pendulum
 
 _TORCH_ENVS: dict[str, Callable[..., TorchVecEnv]] = {
@@ -34,7 +36,8 @@ def make_env(
     episode_length: int | None = None,
     stochastic_init: bool = False,
 ) -> VecEnv:
-    """Build env ``name`` (one of ENV_NAMES). dflex envs raise EnvUnavailable when dflex is missing.
+    """Build env ``name`` (one of ENV_NAMES, or ``gym:<gymnasium id>``). dflex and gym envs raise
+    EnvUnavailable when their simulator is missing.
 
     ``stochastic_init`` spreads every reset's start state widely (DiffRL's option of that name),
     for training envs; without it episodes start from the task's nominal state, as evaluation must.
@@ -45,7 +48,10 @@ def make_env(
     if name in DFLEX_ENVS:
         return make_dflex_env(name, num_envs, device=device, seed=seed, episode_length=episode_length,
                               stochastic_init=stochastic_init)
-    raise ValueError(f"unknown env {name!r}; known: {', '.join(ENV_NAMES)}")
+    if is_gym_name(name):
+        return make_gym_env(name, num_envs, device=device, seed=seed, episode_length=episode_length,
+                            stochastic_init=stochastic_init)
+    raise ValueError(f"unknown env {name!r}; known: {', '.join(ENV_NAMES)}, or gym:<gymnasium id>")
 
 
 __all__ = [
