@@ -127,10 +127,10 @@ class PWMAgent:
         consistency = z.new_zeros(())
         reward = z.new_zeros(())
         for t in range(horizon):
-            z, r = self.world_model.step(z, act[t])
+            z, head = self.world_model.step_head(z, act[t])
             w = self.cfg.rho ** t
             consistency = consistency + w * F.mse_loss(z, targets[t])
-            reward = reward + w * F.mse_loss(r, rew_s[t])
+            reward = reward + w * self.world_model.reward_loss(head, rew_s[t])
         loss = (self.cfg.consistency_coef * consistency + self.cfg.reward_coef * reward) / horizon
         return loss, {"wm/consistency": consistency.item() / horizon, "wm/reward": reward.item() / horizon}
 

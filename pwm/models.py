@@ -60,6 +60,36 @@ class ModelConfig:
     actor_logstd_min: float = -1.427
     critic_dims: list[int] = field(default_factory=lambda: [400, 200])
     num_critics: int = 3
+    # 0: the reward head regresses one scalar (MSE). N > 1: TD-MPC2's two-hot classification, as
+    # upstream PWM configures it (101 bins over symlog(reward) in [-10, 10]), trained with a soft
+    # cross-entropy; the prediction is symexp of the softmax expectation, so it stays differentiable.
+    reward_bins: int = 0
+    reward_vmin: float = -10.0
+    reward_vmax: float = 10.0
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def symexp(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.expm1(x.abs())
+
+
+def two_hot(x: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """x [..., 1] -> [..., bins]: the weight split between the two bins that bracket x
+    (clamped to the support), so that the expectation over ``support`` is x."""
+    bins = support.numel()
+    delta = (support[-1] - support[0]) / (bins - 1)
+    pos = ((x.clamp(support[0], support[-1]) - support[0]) / delta).squeeze(-1)
+    lo = pos.floor().clamp(0, bins - 1)
+    upper = pos - lo
+    lo = lo.long()
+    hi = (lo + 1).clamp(max=bins - 1)
+    out = torch.zeros(*pos.shape, bins, dtype=x.dtype, device=x.device)
+    out.scatter_(-1, lo.unsqueeze(-1), (1 - upper).unsqueeze(-1))
+    out.scatter_add_(-1, hi.unsqueeze(-1), upper.unsqueeze(-1))
+    return out
 
 
 class WorldModel(nn.Module):
@@ -72,9 +102,17 @@ class WorldModel(nn.Module):
         self.obs_dim, self.act_dim, self.latent_dim = obs_dim, act_dim, cfg.latent_dim
         self.encoder = mlp(obs_dim, cfg.encoder_dims, cfg.latent_dim, SimNorm(cfg.simnorm_group))
         self.dynamics = mlp(cfg.latent_dim + act_dim, cfg.dynamics_dims, cfg.latent_dim, SimNorm(cfg.simnorm_group))
-        self.reward = mlp(cfg.latent_dim + act_dim, cfg.reward_dims, 1)
-        # Zero-initialised reward output: predictions start at exactly 0, so the first actor
-        # gradients through an untrained world model are not random noise.
+        if cfg.reward_bins == 1 or cfg.reward_bins < 0:
+            raise ValueError(f"reward_bins must be 0 (regression) or > 1 (two-hot), got {cfg.reward_bins}")
+        self.reward_bins = cfg.reward_bins
+        self.reward = mlp(cfg.latent_dim + act_dim, cfg.reward_dims, max(cfg.reward_bins, 1))
+        self.register_buffer(
+            "reward_support", torch.linspace(cfg.reward_vmin, cfg.reward_vmax, max(cfg.reward_bins, 2)),
+            persistent=False,
+        )
+        # Zero-initialised reward output: predictions start at exactly 0 (uniform logits over a
+        # symmetric support, too), so the first actor gradients through an untrained world model
+        # are not random noise.
         nn.init.zeros_(self.reward[-1].weight)
         nn.init.zeros_(self.reward[-1].bias)
 
@@ -84,12 +122,30 @@ class WorldModel(nn.Module):
     def next(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return self.dynamics(torch.cat([z, a], dim=-1))
 
+    def reward_value(self, head: torch.Tensor) -> torch.Tensor:
+        """The reward head's output -> reward [..., 1] (identity for regression)."""
+        if self.reward_bins == 0:
+            return head
+        return symexp((F.softmax(head, dim=-1) * self.reward_support).sum(-1, keepdim=True))
+
+    def reward_loss(self, head: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean loss of the head's output against target rewards [..., 1]."""
+        if self.reward_bins == 0:
+            return F.mse_loss(head, target)
+        soft = two_hot(symlog(target), self.reward_support)
+        return -(soft * F.log_softmax(head, dim=-1)).sum(-1).mean()
+
     def predict_reward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return self.reward(torch.cat([z, a], dim=-1))
+        return self.reward_value(self.reward(torch.cat([z, a], dim=-1)))
 
     def step(self, z: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One imagined step: returns exactly two values (next latent, reward [..., 1]).
         Upstream's eval() unpacked three from this and crashed (PWM issue #5)."""
+        next_z, head = self.step_head(z, a)
+        return next_z, self.reward_value(head)
+
+    def step_head(self, z: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(next latent, the reward head's raw output): what the world-model loss trains."""
         za = torch.cat([z, a], dim=-1)
         return self.dynamics(za), self.reward(za)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pwm.models import Actor, Critic, ModelConfig, SimNorm, WorldModel, build_models
+from pwm.models import Actor, Critic, ModelConfig, SimNorm, WorldModel, build_models, symexp, symlog, two_hot
 from pwm.train import agent_config, compose_config
 
 TINY = ModelConfig(latent_dim=16, encoder_dims=[8], dynamics_dims=[8], reward_dims=[8],
@@ -68,7 +68,7 @@ def _mlp(i: int, hidden: list[int], o: int, normed_out: bool) -> int:
 def expected_counts(obs: int, act: int, m: ModelConfig) -> tuple[int, int, int]:
     z = m.latent_dim
     wm = (_mlp(obs, m.encoder_dims, z, True) + _mlp(z + act, m.dynamics_dims, z, True)
-          + _mlp(z + act, m.reward_dims, 1, False))
+          + _mlp(z + act, m.reward_dims, max(m.reward_bins, 1), False))
     actor = _mlp(z, m.actor_dims, act, False) + act
     critic = m.num_critics * _mlp(z, m.critic_dims, 1, False)
     return wm, actor, critic
@@ -86,3 +86,31 @@ def test_parameter_counts_ant(alg, nominal, band):
         _, _, _, counts = build_models(37, 8, model, "meta")
     assert (counts.world_model, counts.actor, counts.critic) == expected_counts(37, 8, model)
     assert band[0] <= counts.total / nominal <= band[1], counts.summary()
+
+
+def test_two_hot_encodes_a_value_as_its_expectation_and_clamps_outside():
+    support = torch.linspace(-10.0, 10.0, 101)
+    x = torch.tensor([[-12.0], [-10.0], [-3.37], [0.0], [0.05], [9.99], [10.0], [25.0]])
+    enc = two_hot(x, support)
+    assert enc.shape == (8, 101) and torch.allclose(enc.sum(-1), torch.ones(8))
+    assert ((enc > 0).sum(-1) <= 2).all()  # two neighbouring bins at most
+    assert torch.allclose((enc * support).sum(-1, keepdim=True), x.clamp(-10, 10), atol=1e-5)
+    assert torch.allclose(symexp(symlog(x)), x, atol=1e-4)
+
+
+def test_two_hot_reward_head_starts_at_zero_and_keeps_the_step_contract():
+    cfg = ModelConfig(**{**TINY.__dict__, "reward_bins": 101})
+    wm = WorldModel(3, 2, cfg)
+    z = wm.encode(torch.randn(4, 3))
+    a = torch.randn(4, 2, requires_grad=True)
+    next_z, r = wm.step(z, a)
+    assert next_z.shape == z.shape and r.shape == (4, 1)
+    assert torch.allclose(r, torch.zeros_like(r), atol=1e-6)  # zero-initialised: uniform logits, mean 0
+    _, head = wm.step_head(z, a)
+    assert head.shape == (4, 101)
+    with torch.no_grad():
+        wm.reward[-1].weight.normal_()  # trained weights: the reward is differentiable in a
+    wm.step(z.detach(), a)[1].sum().backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="reward_bins"):
+        WorldModel(3, 2, ModelConfig(**{**TINY.__dict__, "reward_bins": 1}))
