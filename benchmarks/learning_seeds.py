@@ -35,7 +35,9 @@ def override(s: dict, key: str, default: str = "?") -> str:
 
 def label(s: dict) -> str:
     warmup = override(s, "alg.wm_warmup_iterations", "0")
-    return f"seed {s['seed']}" + (f", wm warm-up {warmup}" if warmup != "0" else "")
+    bins = override(s, "alg.agent.model.reward_bins", "0")
+    return (f"seed {s['seed']}" + (f", wm warm-up {warmup}" if warmup != "0" else "")
+            + (f", {bins}-bin reward" if bins != "0" else ""))
 
 
 def row(s: dict) -> str:
