@@ -9,6 +9,7 @@ finished episode is in ``info["obs_before_reset"]``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 
@@ -57,26 +58,31 @@ class TorchVecEnv(VecEnv):
     auto-reset, the info dict), so that the contract is implemented once.
     """
 
+    #: set by each subclass: its env name, obs and action sizes, and its physical-constants class
+    env_name: str
+    obs_size: int
+    act_size: int
+    params_class: type
     #: default episode length in control steps (subclasses override)
     default_episode_length: int = 200
 
     def __init__(
         self,
-        name: str,
         num_envs: int,
-        num_obs: int,
-        num_acts: int,
         device: str | torch.device = "cpu",
         seed: int = 0,
         episode_length: int | None = None,
+        params: Any = None,
         stochastic_init: bool = False,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        self.name = name
+        # Before anything calls the hooks: _initial_state and the physics read the constants.
+        self.params = params if params is not None else self.params_class()
+        self.name = self.env_name
         self.num_envs = num_envs
-        self.num_obs = num_obs
-        self.num_acts = num_acts
+        self.num_obs = self.obs_size
+        self.num_acts = self.act_size
         self.device = torch.device(device)
         self.episode_length = int(episode_length or self.default_episode_length)
         if self.episode_length < 1:

@@ -60,18 +60,9 @@ class CartPoleSwingUp(TorchVecEnv):
     """obs [x, cos(theta), sin(theta), x_dot, theta_dot] (5), act [force] (1): dflex CartPole's sizes."""
 
     default_episode_length = 240  # like dflex CartPoleSwingUp; 4.8 s at dt 0.02
-
-    def __init__(
-        self,
-        num_envs: int,
-        device: str | torch.device = "cpu",
-        seed: int = 0,
-        episode_length: int | None = None,
-        params: CartPoleParams = DEFAULT_PARAMS,
-        stochastic_init: bool = False,
-    ) -> None:
-        self.params = params
-        super().__init__("cartpole_swingup", num_envs, 5, 1, device, seed, episode_length, stochastic_init)
+    env_name, obs_size, act_size = "cartpole_swingup", 5, 1
+    params_class = CartPoleParams
+    params: CartPoleParams
 
     def _initial_state(self, n: int) -> torch.Tensor:
         # state columns: x, theta, x_dot, theta_dot; small noise around "hanging at the centre"

@@ -32,18 +32,9 @@ class Pendulum(TorchVecEnv):
     """obs [cos(theta), sin(theta), theta_dot] (3), act [torque] (1)."""
 
     default_episode_length = 200
-
-    def __init__(
-        self,
-        num_envs: int,
-        device: str | torch.device = "cpu",
-        seed: int = 0,
-        episode_length: int | None = None,
-        params: PendulumParams = PendulumParams(),
-        stochastic_init: bool = False,
-    ) -> None:
-        self.params = params
-        super().__init__("pendulum", num_envs, 3, 1, device, seed, episode_length, stochastic_init)
+    env_name, obs_size, act_size = "pendulum", 3, 1
+    params_class = PendulumParams
+    params: PendulumParams
 
     def _initial_state(self, n: int) -> torch.Tensor:
         state = self._uniform(n, 2, -0.1, 0.1)  # theta, theta_dot
@@ -101,18 +92,9 @@ class DoublePendulum(TorchVecEnv):
     """
 
     default_episode_length = 240
-
-    def __init__(
-        self,
-        num_envs: int,
-        device: str | torch.device = "cpu",
-        seed: int = 0,
-        episode_length: int | None = None,
-        params: DoublePendulumParams = DoublePendulumParams(),
-        stochastic_init: bool = False,
-    ) -> None:
-        self.params = params
-        super().__init__("double_pendulum", num_envs, 6, 1, device, seed, episode_length, stochastic_init)
+    env_name, obs_size, act_size = "double_pendulum", 6, 1
+    params_class = DoublePendulumParams
+    params: DoublePendulumParams
 
     def _initial_state(self, n: int) -> torch.Tensor:
         state = self._uniform(n, 4, -0.05, 0.05)  # q1, q2, q1_dot, q2_dot
