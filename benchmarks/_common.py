@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs without installing
 
-from gpuprobe.fingerprint import cpu_model  # noqa: E402
+from gpuprobe.node.fingerprint import cpu_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

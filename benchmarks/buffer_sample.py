@@ -1,9 +1,9 @@
-"""Claim: pwm.buffer.Buffer.sample is >= 10x faster than PWM's torchrl Buffer on host storage.
+"""Claim: gpuprobe_pwm.buffer.Buffer.sample is >= 10x faster than PWM's torchrl Buffer on host storage.
 
 Measures, in one process and on the same data sizes (dflex Ant, pwm_5M: capacity 1e6 rows,
 obs 37, act 8, B=256 slices of H+1=17 steps):
 
-  ours            pwm.buffer.Buffer, host storage, prefetch 0 (and prefetch 12)
+  ours            gpuprobe_pwm.buffer.Buffer, host storage, prefetch 0 (and prefetch 12)
   torchrl         LazyTensorStorage(capacity) + SliceSampler(num_slices=256, traj_key="episode")
                   + ReplayBuffer(batch_size=256*17), sampled and reshaped as PWM's Buffer does
   torchrl pf12    the same with prefetch=12, PWM's setting
@@ -37,8 +37,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere, without installing the package
 
-from gpuprobe.fingerprint import cpu_model  # noqa: E402
-from pwm.buffer import Buffer  # noqa: E402
+from gpuprobe.node.fingerprint import cpu_model  # noqa: E402
+from gpuprobe_pwm.buffer import Buffer  # noqa: E402
 
 
 def time_calls(fn: Callable[[], object], warmup: int, iters: int) -> dict[str, float]:

@@ -2,7 +2,7 @@
 """Claim: carrying a full replay buffer in latest_checkpoint.pt (general.checkpoint_buffer=true)
 keeps a SIGTERM save well inside SLURM's default KillWait of 30 s, at PWM's largest default size.
 
-Fills pwm.buffer.Buffer at dflex Ant's sizes (1e6 rows, obs 37, act 8) and times what the
+Fills gpuprobe_pwm.buffer.Buffer at dflex Ant's sizes (1e6 rows, obs 37, act 8) and times what the
 trainer does on SIGTERM: state_dict() of the buffer plus an atomic torch.save (temporary file,
 fsync, rename), against the same save without the buffer (a pwm_5M agent's state).
 
@@ -22,11 +22,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gpuprobe.fingerprint import cpu_model  # noqa: E402
-from pwm.agent import PWMAgent  # noqa: E402
-from pwm.buffer import Buffer  # noqa: E402
-from pwm.checkpoint import atomic_torch_save  # noqa: E402
-from pwm.train import agent_config, compose_config  # noqa: E402
+from gpuprobe.node.fingerprint import cpu_model  # noqa: E402
+from gpuprobe_pwm.agent import PWMAgent  # noqa: E402
+from gpuprobe_pwm.buffer import Buffer  # noqa: E402
+from gpuprobe_pwm.checkpoint import atomic_torch_save  # noqa: E402
+from gpuprobe_pwm.train import agent_config, compose_config  # noqa: E402
 
 
 def timed_save(state: dict, path: Path) -> tuple[float, int]:

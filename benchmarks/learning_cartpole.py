@@ -2,7 +2,7 @@
 """Learning benchmark: pwm_5M on the bundled cart-pole swing-up, on the CPU.
 
 Claim checked: the deterministic evaluation return rises from near zero to >= 80% of the scripted
-swing-up controller's return (pwm.envs.cartpole.reference_return), within the wall budget.
+swing-up controller's return (gpuprobe_pwm.envs.cartpole.reference_return), within the wall budget.
 Training stops early at that point (general.target_return). Deviations from the pwm_5M defaults
 are the CLI options below; BENCHMARKS.md lists the ones used for the recorded result.
 
@@ -24,10 +24,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pwm import runs
-from pwm.envs.cartpole import reference_return
-from pwm.plots import make_plots
-from pwm.train import compose_config, resolve_config, run
+from gpuprobe_pwm import runs
+from gpuprobe_pwm.envs.cartpole import reference_return
+from gpuprobe_pwm.plots import make_plots
+from gpuprobe_pwm.train import compose_config, resolve_config, run
 
 log = logging.getLogger("learning_cartpole")
 

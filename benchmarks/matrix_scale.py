@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from gpuprobe import fingerprint as fpr
-from gpuprobe.nvml import Nvml
-from gpuprobe.stages import STAGE_NAMES
+from gpuprobe.node import fingerprint as fpr
+from gpuprobe.node.nvml import Nvml
+from gpuprobe.run.stages import STAGE_NAMES
 
 STATUSES = {"l40s": ["pass"] * 6 + ["hang"] * 3 + ["slow"], "h200": ["pass"] * 19 + ["fail"]}
 
@@ -69,7 +69,7 @@ def generate(folder: Path, n: int, seed: int = 1) -> None:
 
 def time_cli(args: list[str]) -> float:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", "from gpuprobe.cli_preflight import console_main; console_main()",
+    proc = subprocess.run([sys.executable, "-c", "from gpuprobe.cli.preflight import console_main; console_main()",
                            *args], capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:

@@ -25,7 +25,7 @@ from _common import ROOT, machine, median_of, time_command  # noqa: E402
 def one_round(extra: list[str]) -> dict:
     torch_s = time_command([sys.executable, "-c", "import torch"])
     with tempfile.TemporaryDirectory(prefix="stages-wall-") as results:
-        cmd = [sys.executable, "-m", "gpuprobe.cli", "run", "--device", "cpu", "--results", results, *extra]
+        cmd = [sys.executable, "-m", "gpuprobe", "run", "--device", "cpu", "--results", results, *extra]
         run_s = time_command(cmd, ok_codes=(0, 1, 3))
         doc = json.loads(next(Path(results).glob("*.result.json")).read_text())
     stages = {s["stage"]: {"status": s["status"], "duration_s": s["duration_s"]} for s in doc["stages"]}

@@ -22,9 +22,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gpuprobe.fingerprint import cpu_model  # noqa: E402
-from pwm.agent import PWMAgent  # noqa: E402
-from pwm.train import agent_config, compose_config  # noqa: E402
+from gpuprobe.node.fingerprint import cpu_model  # noqa: E402
+from gpuprobe_pwm.agent import PWMAgent  # noqa: E402
+from gpuprobe_pwm.train import agent_config, compose_config  # noqa: E402
 
 
 def main() -> int:

@@ -1,5 +1,5 @@
-"""``python -m gpuprobe`` is the ``gpuprobe`` command."""
+"""``python -m gpuprobe`` is the ``gpuprobe`` command (the same entry as the script)."""
 
-from gpuprobe.cli import main
+from gpuprobe.cli.preflight import console_main
 
-main()
+console_main()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""PNG plots of a PWM run: --log-dir RUN_DIR, or --log-dir LOGDIR --run NAME (see pwm/plots.py)."""
+"""PNG plots of a PWM run: --log-dir RUN_DIR, or --log-dir LOGDIR --run NAME (see gpuprobe_pwm/plots.py)."""
 from __future__ import annotations
 
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from pwm.plots import main
+from gpuprobe_pwm.plots import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gpuprobe import __version__, signatures  # noqa: E402
-from gpuprobe.results import SCHEMA_VERSION, StageResult, summarise, write_atomic  # noqa: E402
+from gpuprobe.store.results import SCHEMA_VERSION, StageResult, summarise, write_atomic  # noqa: E402
 
 NOTE = ("field report, not probed by gpuprobe: PWM training on {gpu} nodes ({detail}). Reported by users; "
         "hostnames are placeholders (not reported); no durations, marks, stacks or dates were reported.")

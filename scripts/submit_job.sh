@@ -13,7 +13,7 @@ usage() {
 Usage: submit_job.sh [OPTIONS] single ALG ENV SEED [-- HYDRA_OVERRIDES...]
        submit_job.sh [OPTIONS] sweep  ALG ENV SEED [SEED...] [-- HYDRA_OVERRIDES...]
 
-Submits `python -m pwm.train alg=ALG env=ENV general.seed=SEED` as an sbatch job that
+Submits `python -m gpuprobe_pwm.train alg=ALG env=ENV general.seed=SEED` as an sbatch job that
 runs `gpuprobe preflight` first. `sweep` submits one job array, one task per seed.
 Prints the job id on stdout; everything else goes to stderr.
 
@@ -127,8 +127,8 @@ if [[ -z $PYTHON_BIN ]]; then
 fi
 [[ -n $PYTHON_BIN ]] || die "no python on PATH (give --python or PYTHON=...)"
 PY=$(PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON_BIN" -c \
-  'import sys, gpuprobe, pwm; print(sys.executable)' 2>/dev/null) \
-  || die "$PYTHON_BIN cannot import gpuprobe and pwm from $ROOT (install the checkout, or give --python)"
+  'import sys, gpuprobe, gpuprobe_pwm; print(sys.executable)' 2>/dev/null) \
+  || die "$PYTHON_BIN cannot import gpuprobe and gpuprobe_pwm from $ROOT (install the checkout, or give --python)"
 
 if [[ $DRY_RUN -eq 1 ]]; then
   # a dry run creates nothing: resolve the folders without making them
@@ -202,7 +202,7 @@ resubmit_elsewhere() {
 
 if [[ \$PREFLIGHT != off ]]; then
   rc=0
-  "\$PY" -m gpuprobe.cli preflight "\${PREFLIGHT_ARGS[@]}" || rc=\$?
+  "\$PY" -m gpuprobe preflight "\${PREFLIGHT_ARGS[@]}" || rc=\$?
   echo "submit_job: gpuprobe preflight exit \$rc on \$NODE"
   if [[ \$rc -ne 0 && \$PREFLIGHT == warn ]]; then
     echo "submit_job: --preflight warn: training anyway"
@@ -228,8 +228,8 @@ if [[ \$PREFLIGHT != off ]]; then
   fi
 fi
 
-echo "submit_job: training: \$PY -m pwm.train alg=$(q "$ALG") env=$(q "$ENV_NAME") general.seed=\$SEED \${OVERRIDES[*]}"
-exec "\$PY" -m pwm.train alg=$(q "$ALG") env=$(q "$ENV_NAME") general.seed="\$SEED" "\${OVERRIDES[@]}"
+echo "submit_job: training: \$PY -m gpuprobe_pwm.train alg=$(q "$ALG") env=$(q "$ENV_NAME") general.seed=\$SEED \${OVERRIDES[*]}"
+exec "\$PY" -m gpuprobe_pwm.train alg=$(q "$ALG") env=$(q "$ENV_NAME") general.seed="\$SEED" "\${OVERRIDES[@]}"
 EOF
 }
 

@@ -11,9 +11,9 @@ import hashlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from gpuprobe import fingerprint as fpr
-from gpuprobe.nvml import Nvml
-from gpuprobe.results import SCHEMA_VERSION, SUFFIX, StageResult, Mark, summarise, write_atomic
+from gpuprobe.node import fingerprint as fpr
+from gpuprobe.node.nvml import Nvml
+from gpuprobe.store.results import SCHEMA_VERSION, SUFFIX, StageResult, Mark, summarise, write_atomic
 
 HOST_STORAGE = {
     "id": "buffer-host-storage",
@@ -51,9 +51,9 @@ def stage(name: str, status: str, at: datetime, duration: float = 1.5, signature
     if status in BAD:
         reason = f"no progress for 60 s at {name}.first_add" if status == "hang" else f"{status} in {name}"
         evidence = {
-            "stacks": {"method": "py-spy --native", "text": "Thread 1 (active): <MainThread>\n    sample (pwm/buffer.py:210)"},
+            "stacks": {"method": "py-spy --native", "text": "Thread 1 (active): <MainThread>\n    sample (gpuprobe_pwm/buffer.py:210)"},
             "process": {"window_s": 0.25, "cpu_percent_total": 118.0,
-                        "processes": [{"pid": 4242, "ppid": 1, "cmdline": "python -m gpuprobe.child buffer",
+                        "processes": [{"pid": 4242, "ppid": 1, "cmdline": "python -m gpuprobe.child.stage buffer",
                                        "state": "R", "wchan": "0", "cpu_percent": 118.0, "num_threads": 14,
                                        "rss_bytes": 9 << 30}],
                         "threads": [{"tid": 4243, "name": "prefetch-0", "state": "R", "wchan": "0", "cpu_percent": 40.0}],

@@ -1,6 +1,6 @@
 """Buffers that stall on purpose, for probing through ``--buffer-impl tests.stalling_buffers:Class``.
 
-Each follows the interface in probes/_buffer_impl.py and stalls in its own, named frames so
+Each follows the interface in gpuprobe/probes/_buffer_impl.py and stalls in its own, named frames so
 that a test can check that the stacks point at them.
 """
 
@@ -89,7 +89,7 @@ def run_gpuprobe(args: list[str], results: str, failpoints: str = "", extra_env:
     import sys
 
     env = {**os.environ, "GPUPROBE_FAILPOINTS": failpoints, **(extra_env or {})}
-    proc = subprocess.run([sys.executable, "-m", "gpuprobe.cli", "run", *args, "--results", results, "--json"],
+    proc = subprocess.run([sys.executable, "-m", "gpuprobe", "run", *args, "--results", results, "--json"],
                           capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:

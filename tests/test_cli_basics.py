@@ -8,7 +8,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from gpuprobe.cli import cli
+from gpuprobe.cli.main import cli
 
 
 def one_line_error(run, code: int) -> str:

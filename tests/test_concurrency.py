@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuprobe.results import SUFFIX, ResultFileError, read_result, write_atomic
+from gpuprobe.store.results import SUFFIX, ResultFileError, read_result, write_atomic
 
 WRITERS = 32
 REWRITES = 6            # each writer rewrites its own file, as a run does after every stage

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pwm import gate
+from gpuprobe_pwm import gate
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REPO = FIXTURES.parents[1]
@@ -27,7 +27,7 @@ def field_env(tmp_path, monkeypatch) -> Path:
 
 
 def test_enforce_refuses_with_stage_counts_hosts_and_advice(field_env, caplog):
-    with caplog.at_level(logging.INFO, logger="pwm.gate"), pytest.raises(SystemExit) as exc:
+    with caplog.at_level(logging.INFO, logger="gpuprobe_pwm.gate"), pytest.raises(SystemExit) as exc:
         gate.preflight_gate({"preflight": "enforce"})
     assert exc.value.code == 4
     text = caplog.text
@@ -37,7 +37,7 @@ def test_enforce_refuses_with_stage_counts_hosts_and_advice(field_env, caplog):
 
 
 def test_warn_logs_and_continues(field_env, caplog):
-    with caplog.at_level(logging.INFO, logger="pwm.gate"):
+    with caplog.at_level(logging.INFO, logger="gpuprobe_pwm.gate"):
         gate.preflight_gate({"preflight": "warn"})
     assert "training anyway" in caplog.text
 
@@ -53,7 +53,7 @@ def test_off_and_good_nodes_pass(field_env, monkeypatch):
 def _train(overrides: list[str], env: dict, tmp_path: Path) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPROBE_")}
     full_env.update(env)
-    cmd = [sys.executable, "-m", "pwm.train", "env=cartpole_swingup", "alg=pwm_tiny", "general.seed=42",
+    cmd = [sys.executable, "-m", "gpuprobe_pwm.train", "env=cartpole_swingup", "alg=pwm_tiny", "general.seed=42",
            "general.device=cpu", "env.num_envs=4", "env.episode_length=16", "general.epochs=1",
            "general.eval_episodes=2", f"general.logdir={tmp_path / 'runs'}", *overrides]
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=tmp_path, timeout=240)

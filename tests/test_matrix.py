@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gpuprobe import matrix as mx
-from gpuprobe import matrix_render as render
-from gpuprobe.cli_matrix import matrix as matrix_cmd
-from gpuprobe.matrix_compare import compare
+from gpuprobe.store import matrix as mx
+from gpuprobe.store import render
+from gpuprobe.cli.matrix import matrix as matrix_cmd
+from gpuprobe.store.compare import compare
 from result_factory import T0, make_result
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -160,7 +160,7 @@ def test_cli_json_and_table(field):
 
 
 def test_cli_usage_errors_exit_2(field):
-    from gpuprobe.cli import main
+    from gpuprobe.cli.main import main
 
     for args in (["--since", "soon"], ["--compare", "L40S", "A100"], ["--write", "-o", "x.md"]):
         with pytest.raises(SystemExit) as exc:
@@ -169,7 +169,7 @@ def test_cli_usage_errors_exit_2(field):
 
 
 def test_commands_have_examples():
-    from gpuprobe.cli import cli
+    from gpuprobe.cli.main import cli
 
     for name in ("matrix", "preflight", "report"):
         assert "Example:" in (cli.commands[name].help or "")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from gpuprobe import matrix as mx
-from gpuprobe import matrix_render as render
-from gpuprobe import report as rp
-from gpuprobe.results import read_result
+from gpuprobe.store import matrix as mx
+from gpuprobe.store import render
+from gpuprobe.store import report as rp
+from gpuprobe.store.results import read_result
 from result_factory import field_report
 
 pytestmark = pytest.mark.browser

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from gpuprobe import index as ix
-from gpuprobe import matrix as mx
+from gpuprobe.store import index as ix
+from gpuprobe.store import matrix as mx
 from result_factory import T0, make_result
 
 
@@ -95,7 +95,7 @@ def test_kept_answers_follow_changes(tmp_path):
 
 
 def test_compare_forgets_the_stack_of_a_rewritten_result(tmp_path):
-    from gpuprobe import matrix_compare
+    from gpuprobe.store import compare as matrix_compare
 
     make_result(tmp_path, "l40s", "n1", {"buffer": "hang"})
     path = make_result(tmp_path, "h200", "h1", {"buffer": "pass"}, torch="2.5.0+cu124")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gpuprobe import fingerprint
-from gpuprobe.nvml import NotAvailable, Nvml
+from gpuprobe.node import fingerprint
+from gpuprobe.node.nvml import NotAvailable, Nvml
 
 
 def test_h200_scenario():

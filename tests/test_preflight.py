@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gpuprobe import preflight as pf
-from gpuprobe.fingerprint import Fingerprint
+from gpuprobe.store import preflight as pf
+from gpuprobe.node.fingerprint import Fingerprint
 from result_factory import T0, fingerprint, make_result
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -95,7 +95,7 @@ def test_fingerprint_from_a_result_file_or_the_environment(field, monkeypatch):
 
 def _cli(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
     """The installed entry point's code path, in a fresh interpreter."""
-    code = ("import sys; from gpuprobe.cli_preflight import console_main; "
+    code = ("import sys; from gpuprobe.cli.preflight import console_main; "
             "sys.argv = ['gpuprobe'] + sys.argv[1:]; console_main()")
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPROBE_")}
     full_env.update(env or {})
@@ -123,9 +123,9 @@ def test_cli_usage_errors_are_one_line(field):
 
 
 def test_lean_path_imports_neither_rich_nor_torch(field):
-    code = ("import sys; from gpuprobe.cli_preflight import _run_preflight; "
+    code = ("import sys; from gpuprobe.cli.preflight import _run_preflight; "
             f"rc = _run_preflight(['--results', {str(field)!r}, '--fingerprint', {str(L40S_FP)!r}]); "
-            "heavy = [m for m in ('rich', 'torch', 'gpuprobe.cli', 'gpuprobe.runner') if m in sys.modules]; "
+            "heavy = [m for m in ('rich', 'torch', 'gpuprobe.cli.main', 'gpuprobe.run.runner') if m in sys.modules]; "
             "print('HEAVY', heavy, rc)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "HEAVY [] 4" in res.stdout, res.stdout + res.stderr

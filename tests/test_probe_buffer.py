@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpuprobe.run_options import apply
+from gpuprobe.run.options import apply
 from tests.stalling_buffers import mark_names, run_gpuprobe, stage
 
 SMALL = ["--device", "cpu", "--only", "--stage", "buffer", "-o", "buffer.capacity=3000",
@@ -43,7 +43,7 @@ def test_storage_cuda_without_cuda_is_a_skip_with_the_reason(tmp_path):
 
 def test_storage_arithmetic_pwm_sizes():
     """PWM's Ant sizes at capacity 1e6: what our Buffer needs, and where PWM's 2.5x rule puts it."""
-    from pwm.buffer import Buffer, decide_storage
+    from gpuprobe_pwm.buffer import Buffer, decide_storage
 
     need = Buffer(1_000_000, 37, 8, horizon=16).storage_bytes()
     # 1e6 rows x 4 bytes x (37 + 8 + 1) = 184 MB, plus a small episode table (~1.4 MB)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from probes import _dflex_lock
+from gpuprobe.probes import _dflex_lock
 from tests.stalling_buffers import mark_names, run_gpuprobe, stage
 
 ARGS = ["--device", "cpu", "--only", "--stage", "sim", "-o", "sim.bundled_steps=5", "-o", "sim.bundled_num_envs=4",
@@ -78,7 +78,7 @@ def test_without_dflex_the_dflex_part_skips_and_the_bundled_envs_pass(tmp_path):
     for env in ("cartpole_swingup", "pendulum"):
         assert res["data"]["bundled"][env]["steps_per_s"] > 0
         assert {f"sim.{env}.construct", f"sim.{env}.reset", f"sim.{env}.step"} <= set(mark_names(res))
-    shown = subprocess.run([sys.executable, "-m", "gpuprobe.cli", "show", "latest", "--results", str(tmp_path)],
+    shown = subprocess.run([sys.executable, "-m", "gpuprobe", "show", "latest", "--results", str(tmp_path)],
                            capture_output=True, text=True, env={**os.environ, "COLUMNS": "300"})
     assert "dflex: skipped (not installed:" in shown.stdout and "bundled envs: pass" in shown.stdout
 

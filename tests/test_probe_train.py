@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from probes.train import alg_config
+from gpuprobe.probes.train import alg_config
 from tests.stalling_buffers import mark_names, run_gpuprobe, stage
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from gpuprobe import reaper
+from gpuprobe.run import reaper
 
 
 def test_survivor_after_sigkill_is_reported(monkeypatch):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from gpuprobe import report as rp
-from gpuprobe.cli_report import report as report_cmd
-from gpuprobe.results import read_result
+from gpuprobe.store import report as rp
+from gpuprobe.cli.report import report as report_cmd
+from gpuprobe.store.results import read_result
 from result_factory import make_result
 
 
@@ -15,7 +15,7 @@ def test_markdown_report_has_timeline_evidence_and_signatures(tmp_path):
     md = rp.render(read_result(path), "md", path)
     assert "| 10.010 | buffer | buffer.construct |" in md          # marks on the run's clock
     assert "## Evidence: buffer (hang)" in md and "118.0% CPU" in md
-    assert "sample (pwm/buffer.py:210)" in md                     # the stacks
+    assert "sample (gpuprobe_pwm/buffer.py:210)" in md                     # the stacks
     assert "memory_free_bytes=" in md                              # the GPU snapshot
     assert "buffer-host-storage" in md and "575.57.08" in md
 

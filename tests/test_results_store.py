@@ -7,7 +7,9 @@ import os
 
 import pytest
 
-from gpuprobe import paths, results
+from gpuprobe import paths
+
+from gpuprobe.store import results
 from gpuprobe.redact import is_secret_name, recorded_environment
 
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from gpuprobe import signatures
-from gpuprobe.signature_rules import RULES
+from gpuprobe.signatures.catalog import RULES
 from tests.stalling_buffers import run_gpuprobe, stage
 
 IDS = {"buffer-host-storage-cpu-bound", "stale-kernel-build-lock", "ptx-jit-first-load", "cuda-context-init-stall",
@@ -35,7 +35,7 @@ def recorded(stage_name: str, status: str, marks: list[tuple[str, dict]], stacks
 
 def test_every_shipped_rule_is_listed_by_the_command():
     assert {r.id for r in RULES} == IDS
-    out = subprocess.run([sys.executable, "-m", "gpuprobe.cli", "signatures", "--json"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "gpuprobe", "signatures", "--json"], capture_output=True, text=True)
     listed = json.loads(out.stdout)
     assert out.returncode == 0 and {r["id"] for r in listed} == IDS
     assert all(r["title"] and r["explanation"] and r["remedy"] for r in listed)

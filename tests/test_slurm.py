@@ -19,8 +19,8 @@ import slurm_harness
 from slurm_harness import SlurmCluster, _our_pids, start_cluster, stop_cluster
 
 from gpuprobe import exitcodes
-from gpuprobe.results import SUFFIX, read_result, write_atomic
-from gpuprobe.sweep import SWEEP_ENV
+from gpuprobe.store.results import SUFFIX, read_result, write_atomic
+from gpuprobe.run.sweep import SWEEP_ENV
 
 slurm_cluster = slurm_harness.slurm_cluster   # the session fixture: one private SLURM for this file
 
@@ -32,7 +32,7 @@ JOB_TIMEOUT_S = 60
 
 
 def _gpuprobe(cluster: SlurmCluster, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return cluster.run(sys.executable, "-m", "gpuprobe.cli", *args, timeout=timeout)
+    return cluster.run(sys.executable, "-m", "gpuprobe.cli.main", *args, timeout=timeout)
 
 
 def test_sweep_leaves_one_result_per_node_and_renders_them(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
@@ -89,7 +89,7 @@ def test_sweep_no_wait_prints_the_job_id(slurm_cluster: SlurmCluster, tmp_path: 
 # -- submit_job.sh ----------------------------------------------------------------------
 def _l40s_field_report(results: Path) -> None:
     """What the field saw: PWM hung in the Buffer on an L40S node (reported by hand)."""
-    fp = json.loads(subprocess.run([sys.executable, "-m", "gpuprobe.cli", "info", "--json"], capture_output=True,
+    fp = json.loads(subprocess.run([sys.executable, "-m", "gpuprobe", "info", "--json"], capture_output=True,
                                    text=True, timeout=60, check=True,
                                    env={**os.environ, "GPUPROBE_FAKE_NVML": "l40s"}).stdout)
     fp.pop("simulated", None)

@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from gpuprobe import exitcodes
-from gpuprobe import sweep as sw
-from gpuprobe.cli import cli, main
-from gpuprobe.results import SUFFIX, write_atomic
+from gpuprobe.run import sweep as sw
+from gpuprobe.cli.main import cli, main
+from gpuprobe.store.results import SUFFIX, write_atomic
 
 
 def _spec(tmp_path: Path, **kw) -> sw.SweepSpec:
@@ -56,7 +56,7 @@ def test_script_one_task_per_node_with_absolute_paths(tmp_path: Path) -> None:
     srun = next(shlex.split(line) for line in text.splitlines() if line.startswith("srun "))
     assert srun[:4] == ["srun", "--nodes=4", "--ntasks-per-node=1", "--kill-on-bad-exit=0"]
     probe = srun[srun.index("/opt/venv/bin/python"):]
-    assert probe == ["/opt/venv/bin/python", "-m", "gpuprobe.cli", "run", "--results", str(tmp_path / "res"),
+    assert probe == ["/opt/venv/bin/python", "-m", "gpuprobe", "run", "--results", str(tmp_path / "res"),
                      "--device", "cuda", "--stage", "buffer", "--timeout", "90", "-o", "buffer.capacity=1e5"]
 
 
@@ -129,7 +129,7 @@ def test_cli_dry_run_prints_the_script(tmp_path: Path) -> None:
                                       "--dry-run"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("#!/bin/bash\n")
-    assert "#SBATCH --nodes=2" in result.output and f"{sys.executable} -m gpuprobe.cli run" in result.output
+    assert "#SBATCH --nodes=2" in result.output and f"{sys.executable} -m gpuprobe run" in result.output
     assert f"--results {tmp_path / 'r'}" in result.output
     assert not (tmp_path / "r").exists()        # a dry run creates nothing
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pwm.agent import AgentConfig, PWMAgent, lambda_returns
-from pwm.models import ModelConfig
+from gpuprobe_pwm.agent import AgentConfig, PWMAgent, lambda_returns
+from gpuprobe_pwm.models import ModelConfig
 
 H, B, OBS, ACT = 4, 16, 5, 2
 

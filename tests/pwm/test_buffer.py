@@ -1,4 +1,4 @@
-"""pwm.buffer.Buffer: the sampling contract, the storage rule, persistence and prefetch (CPU only)."""
+"""gpuprobe_pwm.buffer.Buffer: the sampling contract, the storage rule, persistence and prefetch (CPU only)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pwm.buffer import STORAGE_FACTOR, Buffer, StorageUnavailable, decide_storage
+from gpuprobe_pwm.buffer import STORAGE_FACTOR, Buffer, StorageUnavailable, decide_storage
 
 OBS, ACT = 5, 3
 

@@ -5,8 +5,8 @@ import random
 import pytest
 import torch
 
-from pwm import checkpoint
-from pwm.checkpoint import (
+from gpuprobe_pwm import checkpoint
+from gpuprobe_pwm.checkpoint import (
     CHECKPOINT_FILES,
     CheckpointSet,
     atomic_torch_save,

@@ -1,4 +1,4 @@
-"""pwm.envs: the VecEnv contract, determinism, auto-reset, the swing-up yardstick, dflex's absence."""
+"""gpuprobe_pwm.envs: the VecEnv contract, determinism, auto-reset, the swing-up yardstick, dflex's absence."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from pwm.envs import (
+from gpuprobe_pwm.envs import (
     DFLEX_ENVS,
     ENV_NAMES,
     TORCH_ENV_NAMES,

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from pwm import runs
-from pwm.envs import EnvUnavailable, make_env
-from pwm.train import compose_config, resolve_config, run
+from gpuprobe_pwm import runs
+from gpuprobe_pwm.envs import EnvUnavailable, make_env
+from gpuprobe_pwm.train import compose_config, resolve_config, run
 
 gym = pytest.importorskip("gymnasium", reason="gymnasium is the [gym] extra (also in [test])")
 
@@ -55,7 +55,7 @@ def test_trainer_runs_a_gymnasium_env_end_to_end(tmp_path):
     overrides = ["alg=pwm_tiny", "env=gym_pendulum", "env.num_envs=4", "env.episode_length=16",
                  "general.epochs=4", "general.eval_episodes=2", "general.device=cpu",
                  f"general.logdir={tmp_path / 'runs'}"]
-    rc = resolve_config(compose_config(overrides), tmp_path, ["pwm.train", *overrides])
+    rc = resolve_config(compose_config(overrides), tmp_path, ["gpuprobe_pwm.train", *overrides])
     assert run(rc) == 0
     run_dir = runs.find_run(rc.logdir, "pwm_tiny_gym_Pendulum-v1_seed42")
     assert (run_dir / "final_policy.pt").is_file() and (run_dir / "final_policy.buffer").is_file()

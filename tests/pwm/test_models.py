@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pwm.models import Actor, Critic, ModelConfig, SimNorm, WorldModel, build_models, symexp, symlog, two_hot
-from pwm.train import agent_config, compose_config
+from gpuprobe_pwm.models import Actor, Critic, ModelConfig, SimNorm, WorldModel, build_models, symexp, symlog, two_hot
+from gpuprobe_pwm.train import agent_config, compose_config
 
 TINY = ModelConfig(latent_dim=16, encoder_dims=[8], dynamics_dims=[8], reward_dims=[8],
                    actor_dims=[8, 8], critic_dims=[8, 8])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pwm import plots, runs
+from gpuprobe_pwm import plots, runs
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "pwm_5M_cartpole_swingup_seed42"

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pwm import tidy
+from gpuprobe_pwm import tidy
 
 REPO = Path(__file__).resolve().parents[2]
 

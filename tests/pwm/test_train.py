@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pwm import runs
-from pwm.agent import PWMAgent
-from pwm.envs import make_env
-from pwm.train import agent_config, compose_config, resolve_config, run
-from pwm.trainer import evaluate
+from gpuprobe_pwm import runs
+from gpuprobe_pwm.agent import PWMAgent
+from gpuprobe_pwm.envs import make_env
+from gpuprobe_pwm.train import agent_config, compose_config, resolve_config, run
+from gpuprobe_pwm.trainer import evaluate
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "pwm_tiny_cartpole_swingup_seed42"
@@ -26,7 +26,7 @@ TINY = ["alg=pwm_tiny", "env=cartpole_swingup", "env.num_envs=4", "env.episode_l
 
 def run_tiny(tmp_path: Path, *extra: str) -> tuple[int, Path]:
     cfg = compose_config([*TINY, f"general.logdir={tmp_path / 'runs'}", *extra])
-    rc = resolve_config(cfg, tmp_path, ["pwm.train", *extra])
+    rc = resolve_config(cfg, tmp_path, ["gpuprobe_pwm.train", *extra])
     code = run(rc)
     return code, runs.find_run(rc.logdir, NAME)
 
@@ -72,7 +72,7 @@ def test_evaluation_after_full_run(tmp_path):
 
 
 def test_training_envs_use_config_stochastic_init_and_eval_env_never(tmp_path, monkeypatch):
-    import pwm.envs
+    import gpuprobe_pwm.envs
 
     built = []
 
@@ -81,7 +81,7 @@ def test_training_envs_use_config_stochastic_init_and_eval_env_never(tmp_path, m
         built.append(env)
         return env
 
-    monkeypatch.setattr(pwm.envs, "make_env", recording_make_env)
+    monkeypatch.setattr(gpuprobe_pwm.envs, "make_env", recording_make_env)
     code, _ = run_tiny(tmp_path, "general.epochs=1")
     assert code == 0
     train_env, eval_env = built
@@ -133,7 +133,7 @@ def test_resume_without_buffer_refills_from_scratch(tmp_path):
 def test_sigterm_saves_latest_checkpoint_and_exits_nonzero(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
-    cmd = [sys.executable, "-m", "pwm.train", *TINY, "general.epochs=100000", "general.save_interval=100000",
+    cmd = [sys.executable, "-m", "gpuprobe_pwm.train", *TINY, "general.epochs=100000", "general.save_interval=100000",
            "general.logdir=logs"]  # relative: must resolve against the cwd at start-up
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -251,9 +251,9 @@ class _RecordingBuffer:
 
 
 def test_collector_pushes_early_terminated_episodes_grouped_by_length():
-    from pwm.agent import AgentConfig
-    from pwm.models import ModelConfig
-    from pwm.trainer import EpisodeCollector
+    from gpuprobe_pwm.agent import AgentConfig
+    from gpuprobe_pwm.models import ModelConfig
+    from gpuprobe_pwm.trainer import EpisodeCollector
 
     model = ModelConfig(latent_dim=8, encoder_dims=[8], dynamics_dims=[8], reward_dims=[8],
                         actor_dims=[8], critic_dims=[8])

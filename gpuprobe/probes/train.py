@@ -1,0 +1,238 @@
+"""Stage ``train``: one PWM iteration at a model size, and optionally the real loop's first epoch.
+
+Iteration (always), with the trainer's own code (``gpuprobe_pwm.agent.PWMAgent``):
+  ``build``          the agent (world model, actor, critic, optimisers) on the device
+  ``sample``         one batch from a small ``gpuprobe_pwm.buffer.Buffer`` filled with random episodes
+  ``wm_update`` / ``actor_update`` / ``critic_update``  each update, timed (marks before each)
+Recorded: seconds per update, parameter counts, peak memory (``torch.cuda.max_memory_allocated``
+on CUDA; the process's RSS high-water from ``getrusage`` on the CPU, interpreter included).
+
+First epoch (``-o train.first_epoch=true`` / ``--train-epoch``): the loop as ``gpuprobe_pwm.train`` wires
+it (env, full-size Buffer, ``gpuprobe_pwm.trainer.Trainer``), so "no output for minutes" gets a number:
+  ``epoch.build``    env, Buffer (capacity = the alg's buffer_size) and Trainer
+  ``epoch.collect``  progress done/total env steps of the first episode (the collector's step)
+  ``epoch.first_episode``  the first episode completed (step count, seconds)
+  ``epoch.buffer.<event>``  the Buffer's own events from its first add: mem_get_info,
+                     storage_decision, alloc, fill (``epoch.buffer.fill`` is the first buffer add)
+  ``epoch.update``   ``Trainer.update()`` (first world-model update, then actor and critic);
+                     its samples show as ``epoch.buffer.first_sample`` / ``epoch.buffer.sample``
+
+Options (``-o train.KEY=VALUE``): ``model_size`` 5M | 48M | tiny [--model-size], ``obs_dim`` 37,
+``act_dim`` 8 (Ant), ``iterations`` (1), ``first_epoch`` [--train-epoch], ``env`` (dflex_ant when
+dflex is installed, else cartpole_swingup), ``num_envs``, ``episode_length``, ``buffer_size``,
+``storage``/``pin_memory``/``prefetch``/``free_memory_gb`` as the buffer stage.
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpuprobe.child.stage import StageContext
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "gpuprobe_pwm" / "config"
+MODEL_SIZES = {"5M": "pwm_5M", "48M": "pwm_48M", "tiny": "pwm_tiny"}
+
+
+def alg_config(size: str) -> dict:
+    """The alg yaml as Hydra would compose it (a ``defaults`` base first, then this file)."""
+    name = MODEL_SIZES.get(str(size), str(size))
+    path = CONFIG_DIR / "alg" / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown model size {size!r}; known: {', '.join(MODEL_SIZES)}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    merged: dict = {}
+    for base in raw.pop("defaults", []) or []:
+        if isinstance(base, str) and base != "_self_":
+            merged = _merge(merged, alg_config(base))
+    return _merge(merged, raw)
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def agent_config(alg: dict) -> Any:
+    from gpuprobe_pwm.agent import AgentConfig
+    from gpuprobe_pwm.models import ModelConfig
+
+    agent = dict(alg["agent"])
+    model = ModelConfig(**agent.pop("model"))
+    agent["betas"] = tuple(agent["betas"])
+    return AgentConfig(**agent, model=model)
+
+
+class Memory:
+    """Peak memory of the stage: CUDA allocator peak, or the process's RSS high-water."""
+
+    def __init__(self, torch: Any, device: str):
+        self.torch, self.device = torch, device
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def peak(self) -> dict:
+        if self.device.startswith("cuda"):
+            return {"peak_bytes": int(self.torch.cuda.max_memory_allocated(self.device)),
+                    "source": "torch.cuda.max_memory_allocated"}
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        return {"peak_bytes": int(kib) * 1024, "source": "getrusage ru_maxrss (process RSS high-water, "
+                                                         "interpreter and torch included)"}
+
+
+def buffer_kwargs(o: dict) -> dict:
+    out = {k: o[k] for k in ("storage", "pin_memory", "prefetch") if k in o}
+    if o.get("free_memory_gb") is not None:
+        out["free_memory_bytes"] = int(float(o["free_memory_gb"]) * 1e9)
+    return out
+
+
+def _sync(torch: Any, device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def one_iteration(ctx: StageContext, torch: Any, device: str, alg: dict) -> dict:
+    from gpuprobe_pwm.agent import PWMAgent
+    from gpuprobe_pwm.buffer import Buffer
+
+    o = ctx.options
+    cfg = agent_config(alg)
+    obs_dim, act_dim = int(o.get("obs_dim", 37)), int(o.get("act_dim", 8))
+    ctx.mark("build", model_size=str(o.get("model_size", "5M")), obs_dim=obs_dim, act_dim=act_dim)
+    t = time.monotonic()
+    agent = PWMAgent(obs_dim, act_dim, cfg, device)
+    _sync(torch, device)
+    out: dict = {"build_s": round(time.monotonic() - t, 3), "param_counts": vars(agent.param_counts),
+                 "param_total": agent.param_counts.total}
+    # A small Buffer of random episodes: the updates see batches shaped exactly as in training.
+    steps = max(cfg.horizon + 1, 64)
+    buf = Buffer(max(4 * (steps + 1), 1024), obs_dim, act_dim, horizon=cfg.horizon,
+                 batch_size=cfg.wm_batch_size, device=device, storage="cpu" if device == "cpu" else "auto", seed=0)
+    buf.add(torch.randn(steps + 1, 4, obs_dim), torch.rand(steps, 4, act_dim) * 2 - 1, torch.randn(steps, 4))
+    ctx.mark("sample", batch_size=cfg.wm_batch_size, horizon=cfg.horizon)
+    rows = []
+    for i in range(int(o.get("iterations", 1))):
+        obs, act, rew = buf.sample()
+        row: dict = {}
+        ctx.mark("wm_update", iteration=i)
+        t = time.monotonic()
+        row["wm"] = agent.update_world_model(obs, act, rew)
+        _sync(torch, device)
+        row["wm_update_s"] = round(time.monotonic() - t, 4)
+        ctx.mark("actor_update", iteration=i)
+        t = time.monotonic()
+        actor_info, imagination = agent.update_actor(buf.sample(cfg.actor_batch_size)[0][0])
+        _sync(torch, device)
+        row["actor_update_s"] = round(time.monotonic() - t, 4)
+        row["actor"] = actor_info
+        ctx.mark("critic_update", iteration=i)
+        t = time.monotonic()
+        row["critic"] = agent.update_critic(imagination)
+        _sync(torch, device)
+        row["critic_update_s"] = round(time.monotonic() - t, 4)
+        rows.append(row)
+    buf.close()
+    last = rows[-1]
+    out.update({k: last[k] for k in ("wm_update_s", "actor_update_s", "critic_update_s")},
+               iterations=rows, batch_size=cfg.wm_batch_size, horizon=cfg.horizon)
+    return out
+
+
+def first_epoch(ctx: StageContext, torch: Any, device: str, alg: dict) -> dict:
+    from gpuprobe_pwm.buffer import Buffer
+    from gpuprobe_pwm.envs import dflex_status, make_env
+    from gpuprobe_pwm.runs import MetricsLog
+    from gpuprobe_pwm.trainer import Trainer, TrainSettings
+
+    o = ctx.options
+    env_name = str(o.get("env") or ("dflex_ant" if dflex_status()[0] else "cartpole_swingup"))
+    env_yaml = CONFIG_DIR / "env" / f"{env_name}.yaml"
+    env_cfg = yaml.safe_load(env_yaml.read_text()) if env_yaml.is_file() else {}
+    num_envs = int(o.get("num_envs", env_cfg.get("num_envs", 64)))
+    episode_length = o.get("episode_length", env_cfg.get("episode_length"))
+    capacity = int(float(o.get("buffer_size", alg["buffer_size"])))
+    buffer_opts = {**(alg.get("buffer") or {}), **buffer_kwargs(o)}
+    ctx.mark("epoch.build", env=env_name, num_envs=num_envs, episode_length=episode_length, buffer_size=capacity)
+    t_build = time.monotonic()
+    seen: dict[str, float] = {}
+
+    def on_buffer(event: str, data: dict) -> None:
+        seen.setdefault(event, time.monotonic())
+        if event == "sample":
+            if data.get("n", 0) <= 3:  # the first few are news; the rest would drown the marks
+                ctx.mark("epoch.buffer.sample", **data)
+        else:
+            ctx.mark(f"epoch.buffer.{event}", **data)
+
+    env = make_env(env_name, num_envs, device, 0, None if episode_length is None else int(episode_length))
+    cfg = agent_config(alg)
+    buffer = Buffer(capacity, env.num_obs, env.num_acts, horizon=cfg.horizon, batch_size=cfg.wm_batch_size,
+                    device=device, seed=0, progress=on_buffer, **buffer_opts)
+    with tempfile.TemporaryDirectory(prefix="gpuprobe-train-") as run_dir:
+        settings = TrainSettings(alg_name=str(alg.get("name")), env_name=env_name, run_dir=Path(run_dir),
+                                 device=device, num_envs=num_envs, buffer_size=capacity, agent=cfg)
+        metrics = MetricsLog(Path(run_dir) / "metrics.jsonl")
+        try:
+            trainer = Trainer(settings, env, env, buffer, metrics)
+            out: dict = {"env": env_name, "num_envs": num_envs, "episode_length": env.episode_length,
+                         "buffer_size": capacity, "buffer_options": buffer_opts,
+                         "build_s": round(time.monotonic() - t_build, 3)}
+            total = env.episode_length + 1  # the longest an episode can take, plus the push
+            every = max(1, total // 50)
+            t = time.monotonic()
+            steps = 0
+            while trainer.collector.episodes == 0 and steps < total:
+                trainer.collector.step()
+                steps += 1
+                if steps % every == 0:
+                    ctx.progress("epoch.collect", steps, total, env_steps=steps * num_envs)
+            collect_s = time.monotonic() - t
+            ctx.mark("epoch.first_episode", steps=steps, episodes=trainer.collector.episodes,
+                     seconds=round(collect_s, 3))
+            out.update(first_episode_steps=steps, first_episode_s=round(collect_s, 3),
+                       collect_steps_per_s=round(steps / collect_s, 2) if collect_s > 0 else None,
+                       buffer_rows=len(buffer), skipped_short=trainer.collector.skipped_short)
+            if "fill" in seen:
+                out["first_buffer_add_s"] = round(seen["fill"] - t, 3)
+            ctx.mark("epoch.update", buffer_rows=len(buffer))
+            t = time.monotonic()
+            info = trainer.update()
+            _sync(torch, device)
+            out["update_s"] = round(time.monotonic() - t, 3)
+            out["update_times_s"] = {k: round(v, 4) for k, v in info.items() if k.startswith("time/")}
+            out["storage_decision"] = buffer.decision.to_dict() if buffer.decision else None
+        finally:
+            buffer.close()
+            metrics.close()
+    return out
+
+
+def run(ctx: StageContext) -> dict:
+    import torch
+
+    if ctx.device == "cuda" and not torch.cuda.is_available():
+        raise ctx.skip("no CUDA (torch.cuda.is_available() is False); use --device cpu")
+    device = ctx.torch_device
+    size = str(ctx.options.get("model_size", "5M"))
+    alg = alg_config(size)
+    torch.manual_seed(0)
+    memory = Memory(torch, device)
+    data: dict = {"device": device, "model_size": size, "alg": alg.get("name")}
+    data.update(one_iteration(ctx, torch, device, alg))
+    if ctx.options.get("first_epoch"):
+        data["first_epoch"] = first_epoch(ctx, torch, device, alg)
+    data["memory"] = memory.peak()
+    peak_mib = data["memory"]["peak_bytes"] / 2**20
+    data["summary"] = (f"{size}: wm {data['wm_update_s']:.3g} s, actor {data['actor_update_s']:.3g} s, "
+                       f"critic {data['critic_update_s']:.3g} s per update; peak {peak_mib:.0f} MiB"
+                       + (f"; first episode after {data['first_epoch']['first_episode_steps']} steps "
+                          f"({data['first_epoch']['first_episode_s']} s)" if "first_epoch" in data else ""))
+    return data

@@ -1,0 +1,320 @@
+"""A run: plan the stages, start each in its own process, watch it, record it.
+
+The run's result file is rewritten after every stage, so a run that is killed keeps
+what it finished. Evidence is gathered before anything is killed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from gpuprobe import __version__
+
+from gpuprobe.run import evidence
+
+from gpuprobe.run import reaper
+from gpuprobe.node import fingerprint as fpr
+from gpuprobe import signatures
+from gpuprobe.child.failpoints import ENV as FAILPOINTS_ENV
+from gpuprobe.run.launcher import DirectProcess, ForkServerClient, LaunchError, StageProcess
+from gpuprobe.redact import recorded_environment
+from gpuprobe.store.results import (CRASH, FAIL, HANG, PASS, SKIP, SLOW, UNKILLABLE, Mark, StageResult, new_run_id,
+                              summarise, utc_now, write_atomic, SCHEMA_VERSION, SUFFIX)
+from gpuprobe.run.stages import StageSpec
+from gpuprobe.run.watchdog import EventTail, Supervision, classify_timeout, supervise
+
+log = logging.getLogger(__name__)
+BAD = (FAIL, CRASH, HANG, SLOW, UNKILLABLE)
+LOG_TAIL_CHARS = 4000
+MAX_LOGS = 50
+
+
+@dataclass
+class RunConfig:
+    stages: list[StageSpec]
+    results_dir: Path
+    device: str = "auto"                  # auto | cpu | cuda
+    gpus: list[int] | None = None         # GPU indices for the GPU stages (default: [0])
+    timeout: float | None = None          # overrides every stage's own default
+    stall_window: float | None = None     # default: min(10 s, timeout / 2)
+    fork_server: bool = True
+    options: dict = field(default_factory=dict)   # {"buffer": {"bisect": True}, "*": {...}}
+    command: list[str] = field(default_factory=lambda: list(sys.argv))
+    keep_scratch: bool = False
+
+
+def stage_timeout(cfg: RunConfig, spec: StageSpec) -> float:
+    return cfg.timeout if cfg.timeout is not None else spec.timeout_s
+
+
+def stall_window(cfg: RunConfig, timeout: float) -> float:
+    return cfg.stall_window if cfg.stall_window is not None else min(10.0, timeout / 2)
+
+
+class Runner:
+    """Runs a :class:`RunConfig`; ``on_event(stage, gpu, event)`` feeds live progress."""
+
+    def __init__(self, cfg: RunConfig, on_event: Callable[[str, int | None, dict], None] | None = None,
+                 on_stage_done: Callable[[StageResult], None] | None = None):
+        self.cfg = cfg
+        self.on_event = on_event or (lambda *_: None)
+        self.on_stage_done = on_stage_done or (lambda _: None)
+        self.fingerprint = fpr.take()
+        self.device, self.device_reason = self._resolve_device()
+        self.run_id = new_run_id(self.fingerprint.hostname)
+        self.path = Path(cfg.results_dir) / f"{self.run_id}{SUFFIX}"
+        self.stages: list[StageResult] = []
+        self.started_at = utc_now()
+        self.preload: dict = {}
+        self._server: ForkServerClient | None = None
+        self._server_failed: str | None = None
+        self._current: StageProcess | None = None   # the stage process in flight
+        self._current_name: str | None = None
+        self.interrupted: str | None = None
+
+    # -- planning -------------------------------------------------------------------
+    def _resolve_device(self) -> tuple[str, str]:
+        if self.cfg.device != "auto":
+            return self.cfg.device, f"--device {self.cfg.device}"
+        if self.fingerprint.gpus:
+            return "cuda", f"NVML sees {len(self.fingerprint.gpus)} GPU(s)"
+        why = self.fingerprint.nvml.get("reason") or "NVML reports no GPU"
+        return "cpu", f"no GPU visible ({why}): running every stage that can run on the CPU"
+
+    def _gpu_indices(self) -> list[int | None]:
+        if self.device != "cuda":
+            return [None]
+        return list(self.cfg.gpus) if self.cfg.gpus else [0]
+
+    def document(self, complete: bool) -> dict:
+        env = recorded_environment(os.environ)
+        fp = self.fingerprint.to_dict()
+        return {
+            "schema": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "tool": {"name": "gpuprobe", "version": __version__},
+            "started_at": self.started_at,
+            "finished_at": utc_now() if complete else None,
+            "complete": complete,
+            **({"interrupted": self.interrupted} if self.interrupted else {}),
+            "provenance": {
+                "kind": "simulated" if fp.get("simulated") else "probed",
+                "command": self.cfg.command,
+                "note": (f"NVML answered from the fake scenario {fp['simulated']!r}: not a real GPU"
+                         if fp.get("simulated") else None),
+            },
+            "fingerprint": fp,
+            "config": {
+                "device": self.device, "device_reason": self.device_reason,
+                "gpus": [g for g in self._gpu_indices() if g is not None],
+                "stages": [s.name for s in self.cfg.stages],
+                "timeouts_s": {s.name: stage_timeout(self.cfg, s) for s in self.cfg.stages},
+                "options": self.cfg.options, "fork_server": self.cfg.fork_server,
+                "preload": self.preload, "environment": env,
+            },
+            "stages": [s.to_dict() for s in self.stages],
+            "summary": summarise(self.stages),
+        }
+
+    def save(self, complete: bool) -> None:
+        write_atomic(self.path, self.document(complete))
+
+    # -- running --------------------------------------------------------------------
+    def run(self) -> dict:
+        scratch = Path(tempfile.mkdtemp(prefix=f"gpuprobe-{self.run_id}-"))
+        try:
+            self.save(complete=False)
+            preload = sorted({m for s in self.cfg.stages for m in s.preload})
+            if self.cfg.fork_server and preload:
+                self._server = ForkServerClient(preload, scratch, self._child_env())
+            for spec in self.cfg.stages:
+                for gpu in (self._gpu_indices() if self.device == "cuda" else [None]):
+                    result = self._run_one(spec, gpu, scratch)
+                    self.stages.append(result)
+                    self.save(complete=False)
+                    self.on_stage_done(result)
+            self.save(complete=True)
+            return self.document(complete=True)
+        except BaseException as exc:  # Ctrl-C or SIGTERM: take the stage down with us, keep the rest
+            self._abandon_current(exc)
+            raise
+        finally:
+            if self._server is not None:
+                self._server.close()
+            if self.cfg.keep_scratch:
+                log.info("scratch kept in %s", scratch)
+            else:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+    def _abandon_current(self, exc: BaseException) -> None:
+        """Kill the stage in flight (it lives in its own session, out of the terminal's reach)."""
+        proc, self._current = self._current, None
+        if proc is not None:
+            reaper.kill_tree(proc.pid, proc.pid, poll=proc.poll)
+        self.interrupted = f"interrupted ({type(exc).__name__}) during stage {self._current_name or '-'}"
+        try:
+            self.save(complete=False)
+        except OSError as err:
+            log.error("could not save the interrupted run: %s", err)
+
+    def _child_env(self) -> dict:
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        # the children must import this very gpuprobe, even when run from elsewhere
+        root = str(Path(__file__).resolve().parents[2])  # the folder holding gpuprobe/
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        return env
+
+    def _blocker(self, spec: StageSpec, gpu: int | None) -> StageResult | None:
+        for earlier in self.stages:
+            if earlier.gpu == gpu and earlier.status in BAD:
+                return earlier
+        return None
+
+    def _run_one(self, spec: StageSpec, gpu: int | None, scratch: Path) -> StageResult:
+        device = "cuda" if (self.device == "cuda") else "cpu"
+        base = StageResult(stage=spec.name, status=SKIP, gpu=gpu, device=device, started_at=utc_now())
+        blocker = self._blocker(spec, gpu)
+        if blocker is not None:
+            base.reason = f"not run: prerequisite stage '{blocker.stage}' ended in {blocker.status}"
+            return base
+        if spec.gpu_only and device == "cpu" and spec.name == "cuda":
+            why = "--device cpu" if self.cfg.device == "cpu" else f"no GPU visible ({self.fingerprint.nvml.get('reason')})"
+            base.reason = f"CUDA not probed: {why}"
+            return base
+        timeout = stage_timeout(self.cfg, spec)
+        if spec.preload and self._server is not None:
+            waited = self._await_server(spec, gpu, timeout)
+            if waited is not None:
+                return waited
+        tag = f"{spec.name}{'' if gpu is None else f'.gpu{gpu}'}"
+        events, stacks, logf = (scratch / f"{tag}.events.jsonl", scratch / f"{tag}.stacks.txt", scratch / f"{tag}.log")
+        config = {"device": device, "gpu": gpu, "options": self.cfg.options, "timeout_s": timeout,
+                  "failpoints": os.environ.get(FAILPOINTS_ENV, ""), "preload": self.preload}
+        started = time.monotonic()
+        proc = self._launch(spec, config, events, stacks, logf)
+        self._current, self._current_name = proc, spec.name
+        sup = supervise(proc, EventTail(events), timeout, lambda ev: self.on_event(spec.name, gpu, ev), started)
+        result = self._verdict(base, spec, proc, sup, stacks, logf, timeout)
+        self._current = None
+        return result
+
+    def _launch(self, spec: StageSpec, config: dict, events: Path, stacks: Path, logf: Path) -> StageProcess:
+        if spec.preload and self._server is not None and self._server_failed is None:
+            try:
+                return self._server.spawn(spec.name, config, events, stacks, logf)
+            except LaunchError as exc:
+                self._server_failed = str(exc)
+                log.warning("fork server unusable (%s); starting stages directly", exc)
+        return DirectProcess(spec.name, config, events, stacks, logf, self._child_env())
+
+    def _await_server(self, spec: StageSpec, gpu: int | None, timeout: float) -> StageResult | None:
+        """Wait for the fork server's imports; a stuck import is this stage's hang."""
+        server = self._server
+        if server.ready is not None or self._server_failed:
+            return None
+        sup = supervise(_ServerReady(server), EventTail(server.events), timeout,
+                        lambda ev: self.on_event(spec.name, gpu, ev))
+        if server.ready is not None:
+            self.preload = {"imports_s": server.ready.get("imports"), "errors": server.ready.get("errors")}
+            return None
+        base = StageResult(stage=spec.name, status=SKIP, gpu=gpu, started_at=utc_now(),
+                           device="cuda" if self.device == "cuda" else "cpu")
+        if sup.outcome == "exited":  # the server died while importing: stages start directly
+            self._server_failed = f"fork server exited with {sup.returncode} while importing"
+            return None
+        result = self._verdict(base, spec, server, sup, server.stacks, server.log, timeout)
+        result.reason = f"importing {', '.join(spec.preload)} did not finish: {result.reason}"
+        self._server_failed = "fork server hung while importing"
+        self._server = None
+        return result
+
+    def _verdict(self, res: StageResult, spec: StageSpec, proc: StageProcess, sup: Supervision,
+                 stacks: Path, logf: Path, timeout: float) -> StageResult:
+        res.duration_s = round(sup.ended - sup.started, 3)
+        res.marks = [Mark(m["name"], round(m["t"] - sup.started, 4), m.get("data") or {}) for m in sup.marks]
+        res.logs = [{"t": round(e["t"] - sup.started, 4), "level": e.get("level"), "msg": e.get("msg"),
+                     "data": e.get("data") or {}} for e in sup.events if e.get("ev") == "log"][-MAX_LOGS:]
+        if sup.outcome == "timeout":
+            window = stall_window(self.cfg, timeout)
+            status, detail = classify_timeout(sup, window)
+            gpus = [res.gpu] if res.gpu is not None else None
+            t0 = time.monotonic()
+            ev = evidence.collect(proc.pid, stacks, gpus)
+            kill = reaper.kill_tree(proc.pid, proc.pid, poll=proc.poll)
+            ev["kill"] = kill
+            ev["verdict_latency_s"] = round(time.monotonic() - t0, 3)
+            ev["log_tail"] = _tail(logf)
+            res.status = UNKILLABLE if kill["survivors"] else status
+            res.evidence = ev
+            res.data = {"timeout_s": timeout, "timed_out_at_unix": round(time.time() - (time.monotonic() - sup.ended), 4),
+                        **detail}
+            last = res.last_mark or "(no mark)"
+            if res.status == SLOW:
+                res.reason = f"timed out after {timeout:g} s while still making progress (last mark {last})"
+            else:
+                res.reason = f"no progress for {detail['quiet_for_s']:.1f} s; timed out after {timeout:g} s at {last}"
+            if kill["survivors"]:
+                res.reason += f"; {len(kill['survivors'])} process(es) survived SIGKILL (D state): the node needs an admin"
+        else:
+            result = sup.result
+            if result is None:
+                res.status = CRASH
+                code = sup.returncode
+                res.reason = (f"killed by signal {_signame(-code)}" if code is not None and code < 0
+                              else f"exited with code {code} without a result")
+                res.evidence = {"log_tail": _tail(logf), "returncode": code}
+                # a crashed stage may leave its grandchildren behind
+                reaper.kill_tree(proc.pid, proc.pid, poll=proc.poll)
+            else:
+                res.status = result.get("status", FAIL)
+                res.reason = result.get("reason")
+                res.data = result.get("data") or {}
+                res.error = result.get("error")
+                if res.status != PASS:
+                    res.evidence = {"log_tail": _tail(logf)} if res.status == FAIL else None
+                reaper.kill_tree(proc.pid, proc.pid, poll=proc.poll)  # stray grandchildren
+        res.signatures = signatures.match(res, self.fingerprint)
+        return res
+
+
+class _ServerReady:
+    """Adapts the fork server to StageProcess: 'done' once it reports ready."""
+
+    def __init__(self, server: ForkServerClient):
+        self.server = server
+        self.pid = server.pid
+
+    def poll(self) -> int | None:
+        code = self.server.poll()
+        if self.server.ready is not None:
+            return 0
+        return code
+
+
+def _tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - LOG_TAIL_CHARS))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _signame(num: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return str(num)

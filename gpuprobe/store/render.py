@@ -1,0 +1,235 @@
+"""Renderers for the matrix and the model comparison: Markdown, HTML, Prometheus text, rich.
+
+Every renderer takes the dict :func:`gpuprobe.store.matrix.build` (or ``matrix_compare.compare``)
+returns, so the JSON and the human views always agree.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from pathlib import Path
+from typing import Any
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+FORMATS = ("table", "markdown", "json", "html", "prom")
+EXTENSIONS = {"markdown": "md", "json": "json", "html": "html", "prom": "prom", "table": "txt"}
+COLUMN_TITLES = {"gpu_model": "GPU model", "arch": "arch", "driver": "driver", "cuda": "CUDA", "torch": "torch",
+                 "dflex": "dflex", "hostname": "node"}
+
+
+def cell_text(cell: dict | None, detail: bool = True) -> str:
+    """ "hang 3/3 · last 2026-11-01 · 2.5 s" (or "-" for no runs)."""
+    if not cell:
+        return "-"
+    parts = [cell["summary"]]
+    if detail and cell.get("last_at"):
+        parts.append(f"last {cell['last_at'][:10]}")
+    if detail and cell.get("median_duration_s") is not None:
+        parts.append(f"{cell['median_duration_s']:.3g} s")
+    return " · ".join(parts)
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(_md_escape(h) for h in header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def _signature_lines(cells: list[tuple[str, str, dict]]) -> list[str]:
+    lines = []
+    for row_label, stage, sig in cells:
+        lines.append(f"- **{_md_escape(row_label)}**, `{stage}`: **{_md_escape(sig['title'])}** "
+                     f"(`{sig['id']}`, {sig.get('runs', '?')} runs). {_md_escape(sig.get('explanation') or '')} "
+                     f"*Remedy:* {_md_escape(sig.get('remedy') or '')}")
+    return lines
+
+
+def row_label(matrix: dict, row: dict) -> str:
+    return " / ".join(str(row["key"].get(c, "-")) for c in matrix["columns"])
+
+
+def to_markdown(matrix: dict) -> str:
+    if "models" in matrix:
+        return compare_markdown(matrix)
+    header = [COLUMN_TITLES.get(c, c) for c in matrix["columns"]] + matrix["stages"]
+    rows = [[str(r["key"].get(c, "-")) for c in matrix["columns"]] + [cell_text(r["cells"][s]) for s in matrix["stages"]]
+            for r in matrix["rows"]]
+    lines = ["# gpuprobe compatibility matrix", "",
+             f"Generated {matrix['generated_at'][:19]}Z by `gpuprobe matrix --format markdown --write`, "
+             f"view: by {matrix['view']}. A cell counts the runs of that row and stage by status "
+             f"(\"hang 3/3\": 3 of 3 runs hung), then the last run's date and the median duration.", ""]
+    if matrix.get("filters"):
+        lines += ["Filters: " + ", ".join(f"{k}={v}" for k, v in matrix["filters"].items()), ""]
+    lines += _md_table(header, rows) if rows else ["No results."]
+    sigs = [(row_label(matrix, r), s, sig) for r in matrix["rows"] for s in matrix["stages"]
+            for sig in (r["cells"][s] or {}).get("signatures") or []]
+    if sigs:
+        lines += ["", "## Known-issue signatures", ""] + _signature_lines(sigs)
+    latest = [(row_label(matrix, r), s, c) for r in matrix["rows"] for s in matrix["stages"]
+              if (c := r["cells"][s]) and c["status"] not in ("pass", "skip")]
+    if latest:
+        lines += ["", "## Failing cells: latest runs", ""]
+        for label, s, c in latest:
+            runs = ", ".join(f"{x['run_id']} ({x['host']}, {x['status']})" for x in c["latest"])
+            lines.append(f"- {_md_escape(label)}, `{s}`: {_md_escape(runs)}")
+    lines += ["", "Sources: " + ", ".join(f"{s['folder']} ({s['files']} files)" for s in matrix["sources"])]
+    if matrix.get("skipped_message"):
+        lines += ["", f"Note: {_md_escape(matrix['skipped_message'])}"]
+    return "\n".join(lines) + "\n"
+
+
+def compare_markdown(cmp: dict) -> str:
+    a, b = cmp["models"]
+    lines = [f"# {a} vs {b}", "", f"Generated {cmp['generated_at'][:19]}Z by `gpuprobe matrix --compare {a} {b}`.", ""]
+    lines += _md_table(["stage", a, b], [[s, cell_text(cmp["cells"][s][a]), cell_text(cmp["cells"][s][b])]
+                                         for s in cmp["stages"]])
+    lines += ["", "## Fingerprint differences", ""]
+    lines += _md_table(["", a, b], [[d["label"], ", ".join(d["a"]) or "-", ", ".join(d["b"]) or "-"]
+                                    for d in cmp["differences"]]) if cmp["differences"] else ["None recorded."]
+    lines += ["", "## Signatures", ""]
+    sigs = [(m, ", ".join(sig["stages"]), sig) for m in (a, b) for sig in cmp["signatures"][m]]
+    lines += _signature_lines(sigs) if sigs else ["No known-issue signature matched."]
+    if cmp.get("skipped_message"):
+        lines += ["", f"Note: {_md_escape(cmp['skipped_message'])}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(matrix: dict) -> str:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["cell_text"] = cell_text
+    return env.get_template("matrix.html.j2").render(m=matrix, titles=COLUMN_TITLES,
+                                                     is_compare="models" in matrix)
+
+
+# -- Prometheus text exposition (node_exporter textfile collector) ----------------------
+def _label_value(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(pairs: dict[str, Any]) -> str:
+    return "{" + ",".join(f'{k}="{_label_value(v)}"' for k, v in pairs.items()) + "}"
+
+
+def _timestamp(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    return calendar.timegm(time.strptime(iso[:19], "%Y-%m-%dT%H:%M:%S")) + float("0." + (iso[20:26] or "0"))
+
+
+PROM_LABELS = {"gpu_model": "model", "hostname": "host"}
+
+
+def to_prom(matrix: dict) -> str:
+    if "models" in matrix:
+        raise ValueError("--format prom renders the matrix, not --compare")
+    runs, last, med, ok = [], [], [], []
+    for r in matrix["rows"]:
+        base = {PROM_LABELS.get(c, c): r["key"].get(c, "-") for c in matrix["columns"]}
+        for s in matrix["stages"]:
+            c = r["cells"][s]
+            if not c:
+                continue
+            lab = {**base, "stage": s}
+            runs += [f"gpuprobe_stage_runs_total{_labels({**lab, 'status': st})} {n}" for st, n in sorted(c["counts"].items())]
+            ts = _timestamp(c.get("last_at"))
+            if ts is not None:
+                last.append(f"gpuprobe_stage_last_run_timestamp_seconds{_labels(lab)} {ts:.3f}")
+            if c.get("median_duration_s") is not None:
+                med.append(f"gpuprobe_stage_duration_seconds_median{_labels(lab)} {c['median_duration_s']}")
+            ok.append(f"gpuprobe_stage_latest_pass{_labels({**lab, 'status': c['status']})} "
+                      f"{1 if c['status'] in ('pass', 'skip') else 0}")
+    out = [
+        "# HELP gpuprobe_stage_runs_total Stage runs recorded in the gpuprobe results, by row, stage and status.",
+        "# TYPE gpuprobe_stage_runs_total counter", *runs,
+        "# HELP gpuprobe_stage_last_run_timestamp_seconds Start time of the latest run of the stage (Unix seconds).",
+        "# TYPE gpuprobe_stage_last_run_timestamp_seconds gauge", *last,
+        "# HELP gpuprobe_stage_duration_seconds_median Median duration of the stage's runs in seconds.",
+        "# TYPE gpuprobe_stage_duration_seconds_median gauge", *med,
+        "# HELP gpuprobe_stage_latest_pass 1 when the latest run of the stage passed (or skipped), else 0.",
+        "# TYPE gpuprobe_stage_latest_pass gauge", *ok,
+        "# HELP gpuprobe_unreadable_result_files Result files that could not be read (corrupt or partial).",
+        "# TYPE gpuprobe_unreadable_result_files gauge",
+        f"gpuprobe_unreadable_result_files {len(matrix.get('skipped') or [])}",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def to_json(matrix: dict) -> str:
+    import json
+
+    return json.dumps(matrix, indent=2, default=str) + "\n"
+
+
+def render(matrix: dict, fmt: str) -> str:
+    """Text of ``matrix`` in ``fmt`` (every format but ``table``)."""
+    if fmt == "markdown":
+        return to_markdown(matrix)
+    if fmt == "html":
+        return to_html(matrix)
+    if fmt == "prom":
+        return to_prom(matrix)
+    if fmt == "json":
+        return to_json(matrix)
+    raise ValueError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+
+
+def rich_view(matrix: dict) -> Any:
+    """A rich renderable: the matrix table, or the comparison tables."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from gpuprobe.cli.console import STATUS_STYLE
+
+    def cell(c: dict | None) -> Text:
+        return Text(cell_text(c), style=STATUS_STYLE.get(c["status"], "")) if c else Text("-", style="dim")
+
+    parts: list[Any] = []
+    if "models" in matrix:
+        a, b = matrix["models"]
+        t = Table(title=f"{a} vs {b}")
+        for col in ("stage", a, b):
+            t.add_column(col, overflow="fold")
+        for s in matrix["stages"]:
+            t.add_row(s, cell(matrix["cells"][s][a]), cell(matrix["cells"][s][b]))
+        parts.append(t)
+        d = Table(title="fingerprint differences")
+        for col in ("", a, b):
+            d.add_column(col, overflow="fold")
+        for diff in matrix["differences"]:
+            d.add_row(diff["label"], ", ".join(diff["a"]) or "-", ", ".join(diff["b"]) or "-")
+        parts.append(d)
+        for m in (a, b):
+            for sig in matrix["signatures"][m]:
+                parts.append(Text.assemble((f"{m} [{sig['id']}] ", "bold"), sig["title"], "\n  ",
+                                           (f"remedy: {sig.get('remedy') or '-'}", "cyan")))
+    else:
+        t = Table(title=f"gpuprobe matrix (by {matrix['view']})")
+        for c in matrix["columns"]:
+            t.add_column(COLUMN_TITLES.get(c, c), style="bold" if c == "gpu_model" else "", overflow="fold")
+        for s in matrix["stages"]:
+            t.add_column(s, overflow="fold")
+        for r in matrix["rows"]:
+            t.add_row(*[str(r["key"].get(c, "-")) for c in matrix["columns"]], *[cell(r["cells"][s]) for s in matrix["stages"]])
+        parts.append(t)
+        seen = set()
+        for r in matrix["rows"]:
+            for s in matrix["stages"]:
+                for sig in (r["cells"][s] or {}).get("signatures") or []:
+                    if (row_label(matrix, r), sig["id"]) not in seen:
+                        seen.add((row_label(matrix, r), sig["id"]))
+                        parts.append(Text.assemble((f"{row_label(matrix, r)} {s}: [{sig['id']}] ", "bold"), sig["title"],
+                                                   "\n  ", (f"remedy: {sig.get('remedy') or '-'}", "cyan")))
+        if not matrix["rows"]:
+            parts.append(Text("No results (see --results, filters).", style="yellow"))
+    if matrix.get("skipped_message"):
+        parts.append(Text(matrix["skipped_message"], style="yellow"))
+    return Group(*parts)

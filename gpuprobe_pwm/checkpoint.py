@@ -1,0 +1,118 @@
+"""The trainer's checkpoint set, each file written atomically.
+
+Files in a run directory, and nothing else named *.pt:
+  init_policy.pt        after the models are built, before any update
+  best_policy.pt        whenever the mean return over the last 100 episodes improves
+  latest_checkpoint.pt  every save interval and on SIGTERM; what `general.checkpoint=` resumes
+                        (with the replay buffer's episodes unless general.checkpoint_buffer=false)
+  final_policy.pt       at the end of a run, with final_policy.buffer (the replay buffer)
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+INIT = "init_policy.pt"
+BEST = "best_policy.pt"
+LATEST = "latest_checkpoint.pt"
+FINAL = "final_policy.pt"
+FINAL_BUFFER = "final_policy.buffer"
+CHECKPOINT_FILES = (INIT, BEST, LATEST, FINAL, FINAL_BUFFER)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is only durable once the directory entry is; NFS and some filesystems refuse
+    # opening a directory, which is harmless to skip.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call write(tmp) for a temporary path in the same directory, fsync it, then os.replace it
+    over `path`. If write fails, `path` keeps its old content and the temporary file is removed."""
+    path = Path(path).resolve()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_torch_save(obj: Any, path: Path) -> Path:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+    return atomic_write(path, write)
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                             "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: Path, device: str | torch.device) -> dict[str, Any]:
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist (from general.checkpoint)")
+    # weights_only=False: the file holds RNG states and the config, which are not plain tensors;
+    # only load checkpoints you wrote.
+    return torch.load(path, map_location=device, weights_only=False)
+
+
+class CheckpointSet:
+    """Writes the fixed set of checkpoint files of one run directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir).resolve()
+
+    def path(self, name: str) -> Path:
+        return self.run_dir / name
+
+    def save(self, name: str, state: dict[str, Any]) -> Path:
+        if name not in CHECKPOINT_FILES:
+            raise ValueError(f"{name!r} is not one of the checkpoint files {CHECKPOINT_FILES}")
+        path = atomic_torch_save(state, self.path(name))
+        log.info("saved %s (iteration %s)", path, state.get("iteration"))
+        return path
+
+    def save_buffer(self, buffer: Any) -> Path:
+        """gpuprobe_pwm.buffer.Buffer.save is itself atomic (temporary file, fsync, os.replace)."""
+        path = self.path(FINAL_BUFFER)
+        buffer.save(path)
+        log.info("saved %s", path)
+        return path
