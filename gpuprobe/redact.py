@@ -46,3 +46,31 @@ def recorded_environment(environ: Mapping[str, str]) -> dict[str, str]:
             continue
         out[name] = REDACTED if is_secret_name(name) else redact_value(environ[name])
     return out
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """A command line with the values of credential-like options replaced.
+
+    ``--api-key=X``, ``--wandb-token X``, ``PASSWORD=X`` and ``user:pw@`` in URLs: a job's
+    command line is recorded in shared result files.
+    """
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        name, sep, value = arg.partition("=")
+        bare = name.lstrip("-").replace("-", "_").replace(".", "_")
+        # "api_key" is a credential as "X_API_KEY" is: the patterns expect a prefix
+        if bare and (is_secret_name(bare) or is_secret_name(f"X_{bare}")):
+            if sep:
+                out.append(f"{name}={REDACTED}")
+                continue
+            if arg.startswith("-"):
+                out.append(arg)
+                hide_next = True
+                continue
+        out.append(redact_value(arg))
+    return out

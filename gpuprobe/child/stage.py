@@ -104,6 +104,10 @@ def run_stage(stage: str, config: dict, events_path: str, stacks_path: str | Non
         ctx = StageContext(stage, config, events, points)
         module = importlib.import_module(BY_NAME[stage].module)
         data = module.run(ctx) or {}
+        if "torch" in sys.modules and isinstance(data, dict):  # what torch really chose, beside the fingerprint's allotment
+            torch = sys.modules["torch"]
+            data.setdefault("torch_threads", {"intra_op": torch.get_num_threads(),
+                                              "inter_op": torch.get_num_interop_threads()})
         # a one-line ``summary`` in the data is the stage's reason (mixed outcomes, e.g. sim)
         summary = data.get("summary") if isinstance(data.get("summary"), str) else None
         events.emit("result", status="pass", data=data, reason=summary)

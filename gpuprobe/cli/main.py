@@ -248,7 +248,8 @@ def _register_optional_commands() -> None:
 
     for module, name in (("gpuprobe.cli.signatures", "signatures"), ("gpuprobe.cli.matrix", "matrix"),
                          ("gpuprobe.cli.preflight", "preflight"), ("gpuprobe.cli.report", "report"),
-                         ("gpuprobe.cli.sweep", "sweep")):
+                         ("gpuprobe.cli.sweep", "sweep"),
+                         ("gpuprobe.cli.attach", "attach"), ("gpuprobe.cli.watch", "watch")):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

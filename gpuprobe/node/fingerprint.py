@@ -38,6 +38,8 @@ class Fingerprint:
     torch: dict | None = None        # {"version": "2.13.0+cpu", "cuda": "12.8" | None}
     dflex: dict = field(default_factory=dict)  # {"available": bool, "version"|"reason": str}
     simulated: str | None = None     # the NVML fake scenario, when one answered
+    # the CPUs this process may use and the threads that want them (gpuprobe.jobs.allotment)
+    cpu_allotment: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +50,7 @@ class Fingerprint:
         known["gpus"] = known.get("gpus") or []
         known["dflex"] = known.get("dflex") or {}
         known["nvml"] = known.get("nvml") or {}
+        known["cpu_allotment"] = known.get("cpu_allotment") or {}
         return cls(**known)
 
     # -- what the matrix groups by ---------------------------------------------
@@ -155,7 +158,17 @@ def take(nvml: Nvml | None = None) -> Fingerprint:
         torch=torch_stack(),
         dflex=dflex_stack(),
         simulated=nv.simulated,
+        cpu_allotment=cpu_allotment(),
     )
+
+
+def cpu_allotment() -> dict:
+    """This process's CPU allotment, and the intra-op pool torch would build here (no torch import)."""
+    from gpuprobe.jobs import allotment
+
+    mine = allotment.of_process(None)
+    mine["torch_intra_op_default"] = allotment.torch_default_threads(mine)
+    return mine
 
 
 def _os_release() -> str:

@@ -52,12 +52,15 @@ def _continue(pids: list[int]) -> None:
             pass
 
 
-def pyspy_dump(pid: int, native: bool, timeout: float, tree: list[int]) -> dict:
+def pyspy_dump(pid: int, native: bool, timeout: float, tree: list[int], nonblocking: bool = False) -> dict:
+    """One ``py-spy dump``. ``nonblocking`` reads without stopping the target (a watched job's
+    periodic look: never freeze a torch process with many threads), at the price of a torn stack."""
     exe = find_pyspy()
-    method = "py-spy --native" if native else "py-spy"
+    method = ("py-spy --native" if native else "py-spy") + (" --nonblocking" if nonblocking else "")
     if exe is None:
         return {"method": method, "ok": False, "error": "py-spy not found (not on PATH; GPUPROBE_PYSPY unset)"}
-    cmd = [exe, "dump", "--pid", str(pid), "--subprocesses"] + (["--native"] if native else [])
+    cmd = [exe, "dump", "--pid", str(pid), "--subprocesses"] + (["--native"] if native else []) + (
+        ["--nonblocking"] if nonblocking else [])
     start = time.monotonic()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

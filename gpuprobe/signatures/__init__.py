@@ -61,6 +61,17 @@ class Signature:
     stages: tuple[str, ...] = ()        # empty: any stage
     statuses: tuple[str, ...] = ("hang", "slow", "hang-unkillable")
     references: tuple[str, ...] = field(default_factory=tuple)
+    # the case's own numbers in one line ("32 busy threads for 1 CPU"), shown with the match
+    detail: Callable[[Case], str | None] | None = None
+
+    def explain(self, case: Case) -> str | None:
+        if self.detail is None:
+            return None
+        try:
+            return self.detail(case)
+        except Exception as exc:  # a broken detail must not cost the match
+            log.warning("signature %s detail failed: %s", self.id, exc)
+            return None
 
     def applies(self, case: Case) -> bool:
         if self.stages and case.stage not in self.stages:
@@ -99,5 +110,12 @@ def rules() -> list[Signature]:
 
 def match(result: Any, fingerprint: Any) -> list[dict]:
     case = case_from(result, fingerprint)
-    return [{k: v for k, v in s.describe().items() if k in ("id", "title", "explanation", "remedy")}
-            for s in rules() if s.applies(case)]
+    out = []
+    for s in rules():
+        if s.applies(case):
+            found = {k: v for k, v in s.describe().items() if k in ("id", "title", "explanation", "remedy")}
+            detail = s.explain(case)
+            if detail:
+                found["detail"] = detail
+            out.append(found)
+    return out

@@ -148,7 +148,7 @@ RULES: list[Signature] = [
             "Let one run finish the JIT (or warm the cache: run the sim stage once per node) and keep "
             "~/.nv/ComputeCache on persistent storage; raise CUDA_CACHE_MAXSIZE (e.g. 4294967296) so the cache "
             "is not evicted; better, build the kernels for the real architecture (TORCH_CUDA_ARCH_LIST=8.9)."),
-        predicate=ptx_jit, stages=("cuda", "sim", "train", "alloc"), statuses=STUCK,
+        predicate=ptx_jit, stages=("cuda", "sim", "train", "alloc", "job"), statuses=STUCK,
         references=("FACTS.md: dflex kernel build", "CUDA_CACHE_MAXSIZE, CUDA_CACHE_PATH (CUDA JIT cache)"),
     ),
     Signature(
@@ -162,7 +162,7 @@ RULES: list[Signature] = [
             "Check nvidia-smi and the kernel log for Xid errors on this node; enable persistence mode "
             "(nvidia-smi -pm 1 or nvidia-persistenced); restrict CUDA_VISIBLE_DEVICES to the job's GPU; "
             "if it persists, drain the node and report it to the admins."),
-        predicate=context_init, stages=("cuda", "alloc", "buffer", "train", "sim"), statuses=STUCK,
+        predicate=context_init, stages=("cuda", "alloc", "buffer", "train", "sim", "job"), statuses=STUCK,
         references=("DESIGN.md: Known-issue signatures",),
     ),
     Signature(
@@ -176,7 +176,180 @@ RULES: list[Signature] = [
             "Try pin_memory=False (gpuprobe run --stage buffer without --pin-memory to compare); keep pinned "
             "allocations small; check the job's memory limit and the node's free memory; report repeated stalls "
             "on one node to the admins."),
-        predicate=pinned_alloc, stages=("alloc", "buffer", "train"), statuses=STUCK,
+        predicate=pinned_alloc, stages=("alloc", "buffer", "train", "job"), statuses=STUCK,
         references=("DESIGN.md: Known-issue signatures",),
+    ),
+]
+
+
+# -- the user's own jobs (gpuprobe attach / watch: stage "job") --------------------------
+# These read what observe.py records: data.streams (stdout buffering), data.cpu and
+# data.allotment (threads against allowed CPUs), data.verdict, and the parsed stack text.
+ANY = ("hang", "slow", "hang-unkillable", "pass", "skip")
+
+
+def _verdict(case: Case) -> dict:
+    return case.data.get("verdict") or {}
+
+
+def _where(case: Case) -> str:
+    return _verdict(case).get("where") or "(no stacks)"
+
+
+def buffered_stdout(case: Case) -> bool:
+    streams = case.data.get("streams") or {}
+    return bool(streams.get("block_buffered")) and _verdict(case).get("kind") != "progressing"
+
+
+def buffered_stdout_detail(case: Case) -> str:
+    so = (case.data.get("streams") or {}).get("stdout") or {}
+    target = so.get("target") if so.get("kind") == "file" else f"a {so.get('kind')}"
+    return (f"the log ({target}) is behind the process by up to {so.get('behind_bytes_max')} bytes; "
+            f"it is really in {_where(case)}")
+
+
+LOCK_FUNCTIONS = (r"FileBaton\.wait", r"file_baton\.py", r"\b\w*(?:wait|acquire|poll)\w*_?(?:lock|baton)\w*\b",
+                  r"\b\w*lock\w*_?wait\w*\b", r"\bflock\b", r"\blockf\b", r"filelock", r"\bFileLock\b",
+                  r"_acquire \(.*filelock")
+
+
+def _python_functions(case: Case) -> str:
+    """The Python frames of the stack text, one per line (native frames left out)."""
+    return "\n".join(line.strip() for line in case.stacks.splitlines() if re.search(r"\.pyw?:\d+\)\s*$", line))
+
+
+def lock_wait(case: Case) -> bool:
+    if _verdict(case).get("kind") == "progressing":
+        return False
+    text = _python_functions(case) + "\n" + "\n".join(
+        line.strip() for line in case.stacks.splitlines() if re.search(r"\b(flock|lockf|fcntl)\b", line))
+    return any(re.search(p, text, re.I) for p in LOCK_FUNCTIONS)
+
+
+def lock_wait_detail(case: Case) -> str:
+    cmd = " ".join(case.data.get("command") or [])
+    locks = sorted({w for w in re.findall(r"(?:^|\s)(\S*(?:lock|baton)\S*)", cmd, re.I) if not w.endswith(".py")})
+    return f"waiting in {_where(case)}" + (f"; lock files on its command line: {', '.join(locks)}" if locks else "")
+
+
+PREFETCH_WORKER = r"_worker \(.*concurrent/futures/thread\.py"
+FUTURE_WAIT = (r"result \(.*concurrent/futures/_base\.py", r"as_completed \(.*concurrent/futures",
+               r"wait \(.*concurrent/futures/_base\.py")
+
+
+def _prefetch_counts(case: Case) -> tuple[int, int, bool]:
+    """(workers, workers idle on the queue, a thread waits on a future) from the stack text."""
+    blocks = re.split(r"\n(?=Thread )", case.stacks)
+    workers = idle = 0
+    waiting = False
+    for block in blocks:
+        if re.search(PREFETCH_WORKER, block):
+            workers += 1
+            # a worker whose next frame out of _worker is the work queue's get() has nothing to do
+            frames = [line.strip() for line in block.splitlines()[1:] if line.strip()]
+            py = [f for f in frames if re.search(r"\.pyw?:\d+\)$", f)]
+            if py and re.match(r"(get|wait) \(.*(queue|threading)\.py", py[0]) and \
+                    any(f.startswith("get (") for f in py[:3]):
+                idle += 1
+        elif any(re.search(p, block) for p in FUTURE_WAIT):
+            waiting = True
+    return workers, idle, waiting
+
+
+def prefetch_stuck(case: Case) -> bool:
+    workers, idle, waiting = _prefetch_counts(case)
+    return workers >= 2 and waiting and _verdict(case).get("kind") != "progressing"
+
+
+def prefetch_detail(case: Case) -> str:
+    workers, idle, _ = _prefetch_counts(case)
+    state = ("starved: every worker waits for work while the consumer waits for a result" if idle == workers
+             else f"stuck: {workers - idle} worker(s) busy or blocked, {idle} idle")
+    return f"{workers} prefetch workers, {state}; the consumer waits in {_where(case)}"
+
+
+OVERSUBSCRIBED_RATIO = 2.0      # busy threads per allowed CPU
+NEAR_FULL = 0.8                 # CPU% >= 0.8 x allowed x 100 with OpenMP spin frames
+
+
+def _cpu(case: Case) -> dict:
+    return case.data.get("cpu") or {}
+
+
+def oversubscribed(case: Case) -> bool:
+    cpu = _cpu(case)
+    allowed = float(cpu.get("allowed_cpus") or 0)
+    if allowed <= 0:
+        return False
+    busy = int(cpu.get("busy_threads") or 0)
+    if busy >= OVERSUBSCRIBED_RATIO * allowed and busy >= allowed + 2:
+        return True
+    percent = cpu.get("cpu_percent")
+    spinning_pool = int(cpu.get("spin_threads_seen") or 0) + int(cpu.get("openmp_pool_threads_seen") or 0)
+    return (isinstance(percent, (int, float)) and percent >= NEAR_FULL * allowed * 100
+            and spinning_pool > allowed)
+
+
+def oversubscribed_detail(case: Case) -> str:
+    cpu = _cpu(case)
+    allowed = float(cpu.get("allowed_cpus") or 1)
+    return (f"{cpu.get('summary')}; set torch.set_num_threads({max(1, int(allowed))}) / "
+            f"OMP_NUM_THREADS={max(1, int(allowed))}")
+
+
+RULES += [
+    Signature(
+        id="stdout-block-buffered",
+        title="The log is behind the process: stdout is block-buffered to a file or pipe",
+        explanation=(
+            "Python block-buffers stdout that is not a terminal (a SLURM output file, a pipe to tee), with a "
+            "buffer the size of the file's block (4 KiB on local disks, up to MiBs on Lustre/NFS). The last "
+            "lines the job printed may still sit in that buffer: 'no output after X' does not mean it is still "
+            "at X. The stacks say where it really is."),
+        remedy=(
+            "Run Python unbuffered: export PYTHONUNBUFFERED=1 in the job script (or python -u), or "
+            "print(..., flush=True); gpuprobe watch -- CMD sets PYTHONUNBUFFERED=1 and passes output through."),
+        predicate=buffered_stdout, detail=buffered_stdout_detail, stages=("job",), statuses=ANY,
+    ),
+    Signature(
+        id="lock-file-wait",
+        title="Waiting on a lock or file baton",
+        explanation=(
+            "The job sleeps in a loop until a lock file disappears or a lock is released (torch's FileBaton in "
+            "cpp_extension builds, filelock in dataset caches and model hubs, fcntl/flock). A lock left by a "
+            "killed process is never released: the job waits forever with no CPU and no output."),
+        remedy=(
+            "Find the lock (its path is in the stack's locals or the job's command line/config), make sure no "
+            "live process holds it (fuser/lsof), delete it and restart; build extensions and caches once "
+            "before submitting jobs."),
+        predicate=lock_wait, detail=lock_wait_detail, stages=("job",), statuses=STUCK,
+    ),
+    Signature(
+        id="prefetch-pool-stuck",
+        title="Prefetch thread pool stuck or starved: the consumer waits on a future that never completes",
+        explanation=(
+            "Replay buffers and data loaders prefetch batches in a thread pool (torchrl's ReplayBuffer with "
+            "prefetch=12 uses a ThreadPoolExecutor). When every worker is blocked (on a lock, on the GIL behind "
+            "a busy main thread, on host memory) or idle with nothing queued, the training loop waits in "
+            "Future.result() forever."),
+        remedy=(
+            "Lower prefetch (0-2) to see whether the pool is the cause; make sure workers do not wait on a lock "
+            "the consumer holds; with host storage, fewer threads than allowed CPUs (see cpu-oversubscription)."),
+        predicate=prefetch_stuck, detail=prefetch_detail, stages=("job", "buffer", "train"), statuses=STUCK,
+    ),
+    Signature(
+        id="cpu-oversubscription",
+        title="CPU oversubscription: more busy threads than the CPUs the job may use",
+        explanation=(
+            "torch sizes its OpenMP pool from the affinity mask (or OMP_NUM_THREADS), not from the cgroup quota "
+            "or SLURM's share, and prefetch and data threads come on top. Busy threads beyond the allowed CPUs "
+            "spin and wait in OpenMP barriers instead of computing: the job crawls at about allowed x 100% CPU "
+            "(the field's '118%'). Measured here: a gather+matmul loop pinned to one CPU ran about 2x slower with "
+            "32 threads than with 1."),
+        remedy=(
+            "Match threads to the allotment: torch.set_num_threads(N) and OMP_NUM_THREADS=N / MKL_NUM_THREADS=N "
+            "with N = the allowed CPUs (SLURM_CPUS_PER_TASK); fewer prefetch threads (prefetch 0-2); or ask for "
+            "more CPUs with sbatch --cpus-per-task."),
+        predicate=oversubscribed, detail=oversubscribed_detail, stages=("job",), statuses=ANY,
     ),
 ]

@@ -25,7 +25,8 @@ from gpuprobe.run.stages import STAGE_NAMES
 log = logging.getLogger(__name__)
 
 VIEWS = ("stack", "model", "node")
-PROVENANCES = ("probed", "reported", "simulated")
+OBSERVED_STAGES = ("job",)   # stages of the user's own jobs (gpuprobe attach / watch)
+PROVENANCES = ("probed", "reported", "simulated", "observed")
 MAX_FOLDERS = 9          # SQLite attaches at most 10 databases; one slot stays free
 LATEST_RUNS = 3          # run ids kept per cell
 _GROUP = {"stack": "stack_id", "model": "gpu_model", "node": "hostname"}
@@ -198,11 +199,14 @@ def _row_label(view: str, gid: str, stacks: dict[str, dict], conn: sqlite3.Conne
 def build(folders: list[Path], view: str = "stack", flt: MatrixFilter | None = None, cache: bool = True) -> dict:
     """The matrix as one JSON-ready dict; every renderer starts from it."""
     flt = flt or MatrixFilter()
-    unknown = set(flt.stages) - set(STAGE_NAMES)
+    known = STAGE_NAMES + OBSERVED_STAGES
+    unknown = set(flt.stages) - set(known)
     if unknown:
-        raise MatrixError(f"unknown stage {', '.join(sorted(unknown))} (known: {', '.join(STAGE_NAMES)})")
+        raise MatrixError(f"unknown stage {', '.join(sorted(unknown))} (known: {', '.join(known)})")
     ev = open_evidence(folders, cache=cache)
-    stages = [s for s in STAGE_NAMES if (not flt.stages or s in flt.stages)]
+    # the user's jobs (attach/watch) get a column once some were observed
+    observed = bool(ev.conn.execute("SELECT 1 FROM runs WHERE stage IN ('job') LIMIT 1").fetchone())
+    stages = [s for s in known if (not flt.stages or s in flt.stages) and (s not in OBSERVED_STAGES or observed)]
     try:
         assert ev.conn is not None
         key = _answer_key(ev, view, flt)

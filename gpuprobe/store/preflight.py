@@ -37,6 +37,10 @@ FINGERPRINT_ENV = "GPUPROBE_PREFLIGHT_FINGERPRINT"
 BAD = ("fail", "crash", "hang", "slow", "hang-unkillable")
 OK, INCOMPATIBLE, NO_EVIDENCE, TRANSIENT = "ok", "known-incompatible", "no-evidence", "transient"
 LATEST = 5   # runs kept per stage as evidence in the answer
+# Evidence from the user's own jobs (gpuprobe attach / watch): judged by default when there is
+# some, but never "missing" unless asked for (no node has to have run a job to be trusted)
+OBSERVED_STAGES = ("job",)
+PROVENANCES = ("probed", "reported", "observed")
 LIVE_TIMEOUT_S = 30.0
 
 
@@ -156,7 +160,7 @@ def lookup(folders: list[Path], fp: Fingerprint, stages: list[str], cache: bool 
     from gpuprobe.store.matrix import open_evidence
 
     key = safe_stack_key(fp)
-    provenances = ("probed", "reported", "simulated") if fp.simulated else ("probed", "reported")
+    provenances = PROVENANCES + ("simulated",) if fp.simulated else PROVENANCES
     ev = open_evidence(folders, cache=cache, quick=True)
     try:
         exact = _lookup(ev.conn, "stack_id", stack_id(key), stages, provenances)
@@ -210,18 +214,20 @@ def live_probe(stages: list[str], folder: Path, timeout: float = LIVE_TIMEOUT_S)
 
 
 # -- the answer ------------------------------------------------------------------------
-def check_stages(stages: list[str] | None) -> list[str]:
-    stages = list(stages or STAGE_NAMES)
-    unknown = [s for s in stages if s not in STAGE_NAMES]
+def check_stages(stages: list[str] | None, observed: bool = True) -> list[str]:
+    known = list(STAGE_NAMES) + (list(OBSERVED_STAGES) if observed else [])
+    stages = list(stages or known)
+    unknown = [s for s in stages if s not in known]
     if unknown:
-        raise PreflightError(f"unknown stage {', '.join(unknown)} (known: {', '.join(STAGE_NAMES)})")
-    return [s for s in STAGE_NAMES if s in stages]
+        raise PreflightError(f"unknown stage {', '.join(unknown)} (known: {', '.join(known)})")
+    return [s for s in known if s in stages]
 
 
 def evaluate(folders: list[Path], fp: Fingerprint, stages: list[str] | None = None, strict: bool = False,
              live: list[str] | None = None, live_timeout: float = LIVE_TIMEOUT_S, cache: bool = True) -> Verdict:
+    asked = set(stages or [])
     stages = check_stages(stages)
-    live = check_stages(live) if live else []
+    live = check_stages(live, observed=False) if live else []
     key = safe_stack_key(fp)
     node = {"hostname": fp.hostname, "stack": key, "stack_id": stack_id(key), "simulated": fp.simulated}
     transient = transient_reason(fp)
@@ -237,8 +243,9 @@ def evaluate(folders: list[Path], fp: Fingerprint, stages: list[str] | None = No
     if live:
         probed, live_run = live_probe(live, folders[0], live_timeout)
         evidence.update({s: ev for s, ev in probed.items() if s in evidence or s in live})
-        stages = [s for s in STAGE_NAMES if s in evidence]
-    ordered = [evidence[s] for s in stages]
+        stages = [s for s in check_stages(None) if s in evidence]
+    ordered = [evidence[s] for s in stages
+               if evidence[s].scope is not None or s not in OBSERVED_STAGES or s in asked]
     bad = [e for e in ordered if e.bad]
     missing = [e.stage for e in ordered if e.scope is None]
     if bad:
