@@ -18,6 +18,10 @@ mem_get_info.start, mem_get_info, storage_decision, alloc.start, alloc, fill,
 first_sample, sample). Without it the probe marks construct, fill, first_sample and
 sample itself, around the calls.
 
+A TD-MPC2 / PWM-style Buffer (constructor ``(buffer_size, batch_size, horizon, device, ...)``,
+``add(TensorDict)`` of one episode, time-major ``sample()``) is taken as it is, through
+:mod:`gpuprobe.probes._episode_buffer` (``style`` "episode").
+
 ``module`` is imported with the current folder on ``sys.path``; ``path/to/file.py:Class``
 loads a file directly (a user's own PWM checkout: ``--buffer-impl ~/PWM/src/buffer.py:Buffer``).
 """
@@ -46,10 +50,11 @@ class BufferImpl:
     cls: type
     accepts: set[str] = field(default_factory=set)
     var_kwargs: bool = False
+    style: str = "gpuprobe"        # or "episode": a TD-MPC2/PWM-style Buffer, adapted
 
     @property
     def has_progress(self) -> bool:
-        return self.var_kwargs or "progress" in self.accepts
+        return self.style == "gpuprobe" and (self.var_kwargs or "progress" in self.accepts)
 
     def split_kwargs(self, kwargs: dict) -> tuple[dict, list[str]]:
         """(kwargs the constructor takes, names left out)."""
@@ -90,6 +95,15 @@ def load(spec: str | None) -> BufferImpl:
     for method in ("add", "sample"):
         if not callable(getattr(cls, method, None)):
             raise BufferImplError(f"--buffer-impl {spec!r}: {name} has no {method}() (see docs/PROBES.md)")
+    from gpuprobe.probes import _episode_buffer
+
+    if _episode_buffer.is_episode_buffer(cls):
+        foreign = cls
+
+        def adapted(**kwargs: Any) -> Any:
+            return _episode_buffer.EpisodeBufferAdapter(foreign, **kwargs)
+
+        return BufferImpl(spec, adapted, set(), var_kwargs=True, style="episode")  # type: ignore[arg-type]
     params = inspect.signature(cls).parameters
     var_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     return BufferImpl(spec, cls, set(params), var_kwargs)

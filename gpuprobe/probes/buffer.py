@@ -62,8 +62,9 @@ class CapacityRun:
     """One capacity: build, fill, sample; marks through the Buffer's progress callback."""
 
     def __init__(self, ctx: StageContext, impl: _buffer_impl.BufferImpl, capacity: int, opts: dict,
-                 torch: Any, device: str):
+                 torch: Any, device: str, emulation: Any = None):
         self.ctx, self.impl, self.capacity, self.o, self.torch, self.device = ctx, impl, capacity, opts, torch, device
+        self.emulation = emulation     # _emulate.Emulation: the foreign code sees an emulated GPU
         self.tag = cap_tag(capacity)
         self.budget = float(opts["budget_s"])
         self.fill_total = 0
@@ -101,8 +102,10 @@ class CapacityRun:
     # -- the run --------------------------------------------------------------------------
     def kwargs(self) -> dict:
         o = self.o
+        # under emulation the Buffer is told what it is told on the GPU node: compute on cuda:0
+        device = "cuda:0" if self.emulation is not None else self.device
         return {"capacity": self.capacity, "obs_dim": o["obs_dim"], "act_dim": o["act_dim"], "horizon": o["horizon"],
-                "batch_size": o["batch_size"], "device": self.device, "storage": o["storage"],
+                "batch_size": o["batch_size"], "device": device, "storage": o["storage"],
                 "pin_memory": o["pin_memory"], "prefetch": o["prefetch"], "progress": self.on_event,
                 "free_memory_bytes": o.get("free_memory_bytes"), "seed": 0}
 
@@ -124,6 +127,9 @@ class CapacityRun:
             if callable(close):
                 close()
         self.record["seconds"] = round(time.monotonic() - started, 3)
+        if self.emulation is not None and "emulation" in self.record:  # pinning happens at sample time
+            self.record["emulation"] = self.emulation.record.to_dict()
+            self.record["storage_decision"]["pin_requests"] = self.emulation.record.pin_requests
         decision = getattr(buf, "decision", None)
         if decision is not None and "storage_decision" not in self.record:
             self.record["storage_decision"] = decision.to_dict()
@@ -132,7 +138,7 @@ class CapacityRun:
     def simulated_decision(self, buf: Any) -> None:
         """--free-memory-gb without CUDA: what PWM's rule says for a CUDA device with that much free."""
         forced = self.o.get("free_memory_bytes")
-        if forced is None or self.device != "cpu" or not hasattr(buf, "storage_bytes"):
+        if forced is None or self.device != "cpu" or not hasattr(buf, "storage_bytes") or self.emulation is not None:
             return
         from gpuprobe_pwm.buffer import decide_storage
 
@@ -142,6 +148,17 @@ class CapacityRun:
         self.record["simulated_storage_decision"] = decision
         self.ctx.mark(f"{self.tag}.simulated_storage_decision",
                       **{**decision, "capacity": self.capacity, "compute_device": "cuda:0"})
+
+    def emulated_decision(self) -> None:
+        """The storage decision as the foreign Buffer made it, read from its own first allocation."""
+        rec = self.emulation.record
+        decision = rec.storage_decision() or {"device": None, "note": "no allocation of 1 MiB or more seen"}
+        decision.update(simulated=True, emulated_gpu=rec.gpu["name"], mem_get_info_calls=len(rec.mem_get_info_calls),
+                        pin_requests=rec.pin_requests)
+        self.record["storage_decision"] = decision
+        self.record["emulation"] = rec.to_dict()
+        self.ctx.mark(f"{self.tag}.storage_decision", **{**decision, "capacity": self.capacity,
+                                                           "compute_device": "cuda:0"})
 
     def episodes(self) -> tuple[Any, Any, Any]:
         """One block of N complete episodes, reused for every add (the content does not matter)."""
@@ -161,8 +178,11 @@ class CapacityRun:
         self.fill_total = max(rows, int(self.capacity * float(self.o["fill"])))
         t = time.monotonic()
         while self.fill_done < self.fill_total:
+            first = self.fill_done == 0
             self.fill_done = min(self.fill_total, self.fill_done + rows)  # what the fill mark reports
             buf.add(obs, act, rew)
+            if first and self.emulation is not None:
+                self.emulated_decision()
             if not self.impl.has_progress:
                 self.on_event("fill", {})
             if self.fill_done < self.fill_total and self.over(started, "fill"):
@@ -213,6 +233,7 @@ def options(ctx: StageContext) -> dict:
         "bisect_steps": int(o.get("bisect_steps", 4)), "impl": o.get("impl"), "storage": storage,
         "pin_memory": bool(o.get("pin_memory", False)), "prefetch": int(o.get("prefetch", 0)),
         "free_memory_gb": None if free_gb is None else float(free_gb),
+        "emulate_gpu": o.get("emulate_gpu"),
         "free_memory_bytes": None if free_gb is None else int(float(free_gb) * 1e9),
     }
 
@@ -250,9 +271,19 @@ def run(ctx: StageContext) -> dict:
     impl = _buffer_impl.load(o["impl"])
     device = ctx.torch_device
     results: list[dict] = []
+    emulated = _emulation(o, impl)
 
     def run_one(capacity: int) -> bool:
-        record = CapacityRun(ctx, impl, capacity, o, torch, device).run()
+        emulation = None
+        if emulated is not None:
+            from gpuprobe.probes import _emulate
+
+            emulation = _emulate.Emulation(emulated, o["free_memory_gb"])
+        if emulation is None:
+            record = CapacityRun(ctx, impl, capacity, o, torch, device).run()
+        else:
+            with emulation:
+                record = CapacityRun(ctx, impl, capacity, o, torch, device, emulation).run()
         results.append(record)
         gc.collect()  # free this capacity's storage before the next one allocates
         return record["completed"]
@@ -272,6 +303,8 @@ def run(ctx: StageContext) -> dict:
                         if o["free_memory_gb"] is not None else None),
         "not_attempted": [c for c in o["capacities"] if c not in {r["capacity"] for r in results}],
     }
+    if emulated is not None:  # the runner records such a stage as simulated
+        data["emulation"] = {"gpu": emulated.name, "free_memory_gb": o["free_memory_gb"], "style": impl.style}
     if o["bisect"]:
         tried = ([] if first_over is None
                  else bisect(run_one, last_ok, first_over, o["bisect_steps"], 4 * (o["horizon"] + 1)))
@@ -296,9 +329,19 @@ def run(ctx: StageContext) -> dict:
     return data
 
 
+def _emulation(o: dict, impl: _buffer_impl.BufferImpl) -> Any:
+    """The GPU the foreign Buffer should see: --emulate-gpu MODEL, or --free-memory-gb for a
+    TD-MPC2/PWM-style Buffer (which asks torch.cuda.mem_get_info itself); None: no emulation."""
+    if o.get("emulate_gpu") is None and not (impl.style == "episode" and o["free_memory_gb"] is not None):
+        return None
+    from gpuprobe.probes import _emulate
+
+    return _emulate.model(o.get("emulate_gpu"), o["free_memory_gb"])
+
+
 def pass_summary(results: list[dict]) -> str:
     last = results[-1]
     decision = last.get("simulated_storage_decision") or last.get("storage_decision") or {}
-    where = decision.get("device", "?") + (" (simulated decision)" if decision.get("simulated") else "")
+    where = str(decision.get("device", "?")) + (" (simulated decision)" if decision.get("simulated") else "")
     return (f"capacities {', '.join(str(r['capacity']) for r in results)} within budget; "
             f"storage at {last['capacity']}: {where}; {last.get('ms_per_sample')} ms/sample")

@@ -20,6 +20,7 @@ TARGETS: dict[str, list[tuple[str, str]]] = {
     "pin_memory": [("buffer", "pin_memory"), ("train", "pin_memory")],
     "prefetch": [("buffer", "prefetch"), ("train", "prefetch")],
     "free_memory_gb": [("buffer", "free_memory_gb"), ("train", "free_memory_gb")],
+    "emulate_gpu": [("buffer", "emulate_gpu")],
     "model_size": [("train", "model_size")],
     "train_epoch": [("train", "first_epoch")],
 }
@@ -48,6 +49,10 @@ def probe_flags(f: Callable) -> Callable:
         click.option("--free-memory-gb", type=float, default=None, callback=_non_negative, metavar="GB",
                      help="buffer/train: force the free-memory figure (1 GB = 1e9 bytes), e.g. 48 for an "
                           "L40S, 141 for an H200; recorded as simulated."),
+        click.option("--emulate-gpu", metavar="MODEL", default=None,
+                     help="buffer: the Buffer's own code sees this GPU (L40S, H200): torch.cuda.mem_get_info as a "
+                          "fresh context there, get_device_properties; without CUDA its CUDA storage and pinned "
+                          "memory land on the CPU. Recorded as simulated."),
         click.option("--model-size", type=click.Choice(["5M", "48M", "tiny"]), default=None,
                      help="train: PWM model size (default 5M)."),
         click.option("--train-epoch", is_flag=True, default=None,

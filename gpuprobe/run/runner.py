@@ -282,6 +282,8 @@ class Runner:
                 if res.status != PASS:
                     res.evidence = {"log_tail": _tail(logf)} if res.status == FAIL else None
                 reaper.kill_tree(proc.pid, proc.pid, poll=proc.poll)  # stray grandchildren
+        if isinstance(res.data, dict) and res.data.get("emulation"):
+            res.provenance = "simulated"   # the stage saw an emulated GPU (--emulate-gpu, --free-memory-gb)
         res.signatures = signatures.match(res, self.fingerprint)
         return res
 
