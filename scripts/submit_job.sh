@@ -35,6 +35,12 @@ Options (environment variable in brackets):
       --resubmit-elsewhere  on exit 4/75, submit this job again excluding this node (and the
                           ones excluded before), at most SUBMIT_MAX_RESUBMITS (3) times
                           [SUBMIT_RESUBMIT_ELSEWHERE=1]
+      --watch MODE        run the trainer under `gpuprobe watch`: evidence (default) records a stall
+                          (no output, no change in the stacks) as a result file and keeps training;
+                          kill records it and ends the job (exit 3); off runs the trainer bare
+                          [SUBMIT_WATCH]
+      --no-watch          same as --watch off
+      --watch-stall D     stall window for watch, e.g. 900, 15m, 1h [SUBMIT_WATCH_STALL, 15m]
   -e, --env NAME=VALUE    export NAME=VALUE inside the job (repeatable)
       --sbatch-arg ARG    extra sbatch option, e.g. --sbatch-arg=--account=proj (repeatable)
       --python PATH       the python to run [PYTHON; default: python3 on PATH]
@@ -42,7 +48,7 @@ Options (environment variable in brackets):
   -h, --help              this help
 
 Exit codes inside the job: preflight's (4 known incompatible, 75 transient or no evidence
-with --strict, 2 preflight could not run), else the trainer's.
+with --strict, 2 preflight could not run), else the trainer's (3 when --watch kill ended it).
 
 Examples:
   ./scripts/submit_job.sh single pwm_5M cartpole_swingup 42
@@ -70,6 +76,8 @@ PREFLIGHT=${SUBMIT_PREFLIGHT:-enforce}
 RESUBMIT=${SUBMIT_RESUBMIT_ELSEWHERE:-0}
 MAX_RESUBMITS=${SUBMIT_MAX_RESUBMITS:-3}
 PYTHON_BIN=${PYTHON:-}
+WATCH=${SUBMIT_WATCH:-evidence}
+WATCH_STALL=${SUBMIT_WATCH_STALL:-15m}
 DRY_RUN=0
 read -r -a OVERRIDES <<<"${SUBMIT_OVERRIDES:-}"
 read -r -a PREFLIGHT_ARGS <<<"${SUBMIT_PREFLIGHT_ARGS:-}"
@@ -95,6 +103,9 @@ while [[ $# -gt 0 ]]; do
     --preflight-arg) need "$@"; PREFLIGHT_ARGS+=("$2"); shift 2 ;;
     --preflight-arg=*) PREFLIGHT_ARGS+=("${1#*=}"); shift ;;
     --resubmit-elsewhere) RESUBMIT=1; shift ;;
+    --watch) need "$@"; WATCH=$2; shift 2 ;;
+    --no-watch) WATCH=off; shift ;;
+    --watch-stall) need "$@"; WATCH_STALL=$2; shift 2 ;;
     -e|--env) need "$@"; JOB_ENV+=("$2"); shift 2 ;;
     --sbatch-arg) need "$@"; SBATCH_EXTRA+=("$2"); shift 2 ;;
     --sbatch-arg=*) SBATCH_EXTRA+=("${1#*=}"); shift ;;
@@ -119,6 +130,8 @@ for s in "${SEEDS[@]}"; do [[ $s =~ ^[0-9]+$ ]] || die "seed '$s' is not a non-n
 [[ $CPUS =~ ^[1-9][0-9]*$ ]] || die "--cpus '$CPUS' is not a count"
 [[ $MAX_RESUBMITS =~ ^[0-9]+$ ]] || die "SUBMIT_MAX_RESUBMITS '$MAX_RESUBMITS' is not a count"
 case $PREFLIGHT in enforce|warn|off) ;; *) die "--preflight '$PREFLIGHT' is not enforce, warn or off" ;; esac
+case $WATCH in evidence|kill|off) ;; *) die "--watch '$WATCH' is not evidence, kill or off" ;; esac
+[[ $WATCH_STALL =~ ^([0-9]+(\.[0-9]+)?|([0-9]+(\.[0-9]+)?[smh])+)$ ]] || die "--watch-stall '$WATCH_STALL' is not a duration like 900, 15m or 1h30m"
 for kv in "${JOB_ENV[@]}"; do [[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env '$kv' is not NAME=VALUE"; done
 
 # The interpreter the job runs: the real one, not a pyenv/conda shim that needs this shell's state.
@@ -140,7 +153,7 @@ else
 fi
 
 # The trainer has its own preflight gate; when this job was told to warn or skip, say the same to it.
-if [[ $PREFLIGHT != enforce ]] && grep -Eq '^[[:space:]]+preflight:' "$ROOT/pwm/config/config.yaml" 2>/dev/null; then
+if [[ $PREFLIGHT != enforce ]] && grep -Eq '^[[:space:]]+preflight:' "$ROOT/gpuprobe_pwm/config/config.yaml" 2>/dev/null; then
   OVERRIDES+=("general.preflight=$PREFLIGHT")
 fi
 
@@ -172,6 +185,8 @@ set -euo pipefail
 ROOT=$(q "$ROOT")
 PY=$(q "$PY")
 PREFLIGHT=$(q "$PREFLIGHT")
+WATCH=$(q "$WATCH")
+WATCH_STALL=$(q "$WATCH_STALL")
 SCRIPT=$(q "$SCRIPT")
 EXCLUDE=$(q "$EXCLUDE")
 RESUBMIT=$RESUBMIT
@@ -228,8 +243,14 @@ if [[ \$PREFLIGHT != off ]]; then
   fi
 fi
 
-echo "submit_job: training: \$PY -m gpuprobe_pwm.train alg=$(q "$ALG") env=$(q "$ENV_NAME") general.seed=\$SEED \${OVERRIDES[*]}"
-exec "\$PY" -m gpuprobe_pwm.train alg=$(q "$ALG") env=$(q "$ENV_NAME") general.seed="\$SEED" "\${OVERRIDES[@]}"
+TRAIN=("\$PY" -m gpuprobe_pwm.train alg=$(q "$ALG") env=$(q "$ENV_NAME") general.seed="\$SEED" "\${OVERRIDES[@]}")
+echo "submit_job: training: \${TRAIN[*]}"
+if [[ \$WATCH == off ]]; then
+  exec "\${TRAIN[@]}"
+fi
+# a stall (no output, no change in the stacks for WATCH_STALL) leaves evidence in the results folder
+echo "submit_job: under gpuprobe watch --stall \$WATCH_STALL --on-stall \$WATCH (submit_job.sh --no-watch runs it bare)"
+exec "\$PY" -m gpuprobe watch --stall "\$WATCH_STALL" --on-stall "\$WATCH" -- "\${TRAIN[@]}"
 EOF
 }
 

@@ -147,19 +147,27 @@ def test_submit_job_trains_when_preflight_says_ok(slurm_cluster: SlurmCluster, t
     assert state == "COMPLETED", out
     assert "submit_job: gpuprobe preflight exit 0" in out and "submit_job: training" in out
     assert list(runs.glob("pwm_tiny_pendulum_seed7_*/final_policy.pt"))
+    # by default the trainer runs under gpuprobe watch: its completion is evidence for the job stage
+    assert "submit_job: under gpuprobe watch --stall 15m --on-stall evidence" in out
+    jobs = [d for d in map(read_result, (tmp_path / "results").glob(f"*{SUFFIX}"))
+            if d["stages"][0]["stage"] == "job"]
+    assert [d["stages"][0]["status"] for d in jobs] == ["pass"]
+    assert "gpuprobe_pwm.train" in " ".join(jobs[0]["stages"][0]["data"]["command"])
 
 
 def test_submit_job_preflight_warn_trains_anyway_and_tells_the_trainer(slurm_cluster: SlurmCluster,
                                                                       tmp_path: Path) -> None:
     _l40s_field_report(tmp_path / "results")
     runs = tmp_path / "runs"
-    job_id, logs = _submit(slurm_cluster, tmp_path, "--preflight", "warn", "single", "pwm_tiny", "pendulum", "8",
+    job_id, logs = _submit(slurm_cluster, tmp_path, "--preflight", "warn", "--no-watch", "single", "pwm_tiny",
+                           "pendulum", "8",
                            "--", "general.epochs=1", "general.device=cpu", f"general.logdir={runs}", fake="l40s")
     state = slurm_cluster.wait_job(job_id, timeout=120)
     out = (logs / f"pwm-pwm_tiny-pendulum-{job_id}.out").read_text()
     assert state == "COMPLETED", out
     assert "submit_job: gpuprobe preflight exit 4" in out and "--preflight warn: training anyway" in out
     assert "general.preflight=warn" in out          # the trainer's own gate warns too instead of refusing
+    assert "under gpuprobe watch" not in out         # --no-watch: the trainer runs bare
     assert list(runs.glob("pwm_tiny_pendulum_seed8_*/final_policy.pt"))
 
 

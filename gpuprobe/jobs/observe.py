@@ -51,6 +51,24 @@ def roots_of(pids: list[int]) -> list[int]:
     return roots
 
 
+def python_tops(roots: list[int]) -> list[int]:
+    """The topmost Python processes under ``roots``: py-spy --subprocesses must start at a Python
+    process (a SLURM batch script's bash, a shell wrapper: it refuses them)."""
+    tops: list[int] = []
+    for root in roots:
+        frontier = [root]
+        while frontier:
+            pid = frontier.pop(0)
+            if streams.is_python(pid):
+                tops.append(pid)
+                continue
+            try:
+                frontier += [c.pid for c in psutil.Process(pid).children()]
+            except psutil.Error:
+                pass
+    return tops
+
+
 def tree_of(roots: list[int]) -> list[int]:
     return sorted({p.pid for r in roots for p in evidence.process_tree(r)})
 
@@ -76,7 +94,7 @@ def take_sample(roots: list[int], nonblocking: bool = False, stream_info: dict |
     """
     tree = tree_of(roots)
     texts, method, attempts = [], None, []
-    for root in roots:
+    for root in python_tops(roots) or roots:
         if nonblocking or not native:
             got = evidence.pyspy_dump(root, native=False, timeout=evidence.PLAIN_TIMEOUT_S, tree=tree,
                                       nonblocking=nonblocking)
@@ -176,7 +194,7 @@ def observe(pids: list[int], samples: int = 2, interval: float = 0.5, prior: lis
     if not any(psutil.pid_exists(p) for p in roots):
         raise NoSuchProcess(f"no process {', '.join(map(str, pids))} (gone, or never was)")
     started_wall, t0 = utc_now(), time.monotonic()
-    main = roots[0]
+    main = (python_tops(roots) or roots)[0]   # the process whose output and threads are "the job's"
     stream_info = streams.analyse(main)
     taken: list[smp.Sample] = list(prior or [])
     native, snapshot = True, None

@@ -9,6 +9,7 @@ loop, native frames move inside the interpreter, neither is progress.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 
 _PROCESS = re.compile(r"^Process (\d+): (.*)$")
@@ -91,13 +92,26 @@ def main_thread(threads: list[Thread]) -> Thread | None:
     return next((t for t in threads if t.python_frames), threads[0] if threads else None)
 
 
+def is_stdlib(frame: Frame) -> bool:
+    """threading.py, concurrent/futures/_base.py, <frozen importlib._bootstrap>: not the job's own code."""
+    path = frame.where.rsplit(":", 1)[0]
+    if path.startswith("<frozen"):
+        return True
+    top = path.split("/", 1)[0].removesuffix(".py")
+    return top in sys.stdlib_module_names and "/site-packages/" not in path
+
+
 def location(thread: Thread | None) -> str | None:
-    """ "wait_for_lock (job.py:7), native clock_nanosleep (libc.so.6)" for a verdict."""
+    """ "wait_for_lock (job.py:7), native clock_nanosleep (libc.so.6)" for a verdict; when the
+    innermost Python frame is the standard library's, the job's own frame comes first."""
     if thread is None:
         return None
     py = thread.innermost_python
     native = thread.frames[0] if thread.frames and not thread.frames[0].python else None
+    own = next((f for f in thread.python_frames if not is_stdlib(f)), None)
     parts = [str(py)] if py else []
+    if py is not None and own is not None and own is not py and is_stdlib(py):
+        parts = [str(own), f"waiting in {py}"]
     if native is not None:
         parts.append(f"native {native}")
     return ", ".join(parts) or None
