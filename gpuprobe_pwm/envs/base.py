@@ -3,7 +3,10 @@
 The step contract follows dflex (DiffRL), because the trainer is written against it:
 ``step(actions) -> (obs, rew, done, info)`` where envs that finish are reset inside ``step``
 and the returned ``obs`` is the new episode's first observation; the last observation of the
-finished episode is in ``info["obs_before_reset"]``.
+finished episode is in ``info["obs_before_reset"]``. ``info`` also holds what upstream PWM's loop
+reads from a DiffRL env: ``termination`` and ``truncation`` (why each env finished) and ``primal``
+(the task's own term of the reward, without shaping). ``reset(grads=True)`` is DiffRL's way to start
+a new trajectory from the current states with the autograd graph that led to them cut.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ class VecEnv(ABC):
     device: torch.device
 
     @abstractmethod
-    def reset(self) -> torch.Tensor:
-        """Reset every env; returns obs [N, num_obs]."""
+    def reset(self, grads: bool = False) -> torch.Tensor:
+        """Reset every env; returns obs [N, num_obs]. With ``grads=True``: reset nothing, cut the
+        autograd graph behind the current states and return their obs (DiffRL's contract)."""
 
     @abstractmethod
     def step(self, actions: torch.Tensor) -> StepResult:
@@ -116,6 +120,10 @@ class TorchVecEnv(VecEnv):
     def _reward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Reward [n] for being in ``state`` after applying ``action``."""
 
+    def _primal(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """The task's own reward term without the shaping factors (``info["primal"]``)."""
+        return self._reward(state, action)
+
     def _terminated(self, state: torch.Tensor) -> torch.Tensor:
         """True where an episode ends early; none of the bundled envs fail early by default."""
         return torch.zeros(state.shape[0], dtype=torch.bool, device=state.device)
@@ -126,7 +134,10 @@ class TorchVecEnv(VecEnv):
         return low + (high - low) * u
 
     # -- protocol ------------------------------------------------------------------------
-    def reset(self) -> torch.Tensor:
+    def reset(self, grads: bool = False) -> torch.Tensor:
+        if grads:
+            self.state = self.state.detach()
+            return self._observe(self.state)
         self.state = self._initial_state(self.num_envs)
         self.progress.zero_()
         return self._observe(self.state)
@@ -137,6 +148,7 @@ class TorchVecEnv(VecEnv):
         self.state = self._integrate(self.state, actions)
         self.progress += 1
         rew = self._reward(self.state, actions).to(torch.float32)
+        primal = self._primal(self.state, actions).detach().to(torch.float32)
         obs_before_reset = self._observe(self.state)
         termination = self._terminated(self.state)
         truncation = (self.progress >= self.episode_length) & ~termination
@@ -153,5 +165,6 @@ class TorchVecEnv(VecEnv):
             "termination": termination,
             "truncation": truncation,
             "obs_before_reset": obs_before_reset,
+            "primal": primal,
         }
         return obs, rew, done, info

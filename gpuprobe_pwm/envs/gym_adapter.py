@@ -76,14 +76,18 @@ class GymnasiumVecEnv(VecEnv):
         self._low = torch.as_tensor(act_space.low, dtype=torch.float32).reshape(-1)
         self._half_range = torch.as_tensor((act_space.high - act_space.low) / 2, dtype=torch.float32).reshape(-1)
         self._seed: int | None = seed  # used by the first reset only; later resets continue the env's RNG
+        self._last_obs: torch.Tensor | None = None
 
     def _tensor(self, array: Any) -> torch.Tensor:
         return torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device).reshape(self.num_envs, -1)
 
-    def reset(self) -> torch.Tensor:
+    def reset(self, grads: bool = False) -> torch.Tensor:
+        if grads and self._last_obs is not None:
+            return self._last_obs  # no autograd graph to cut (numpy envs): the current states' obs
         obs, _ = self._env.reset(seed=self._seed)
         self._seed = None
-        return self._tensor(obs)
+        self._last_obs = self._tensor(obs)
+        return self._last_obs
 
     def step(self, actions: torch.Tensor) -> StepResult:
         a = torch.as_tensor(actions, dtype=torch.float32).detach().cpu().reshape(self.num_envs, self.num_acts)
@@ -99,10 +103,12 @@ class GymnasiumVecEnv(VecEnv):
             obs_before_reset = obs_t.clone()
             obs_before_reset[torch.as_tensor(finished, device=self.device)] = torch.as_tensor(last, device=self.device)
         rew_t = torch.as_tensor(np.asarray(rew, dtype=np.float32), device=self.device)
+        self._last_obs = obs_t
         return obs_t, rew_t, termination | truncation, {
             "termination": termination,
             "truncation": truncation,
             "obs_before_reset": obs_before_reset,
+            "primal": rew_t,  # a gymnasium env has one reward, no separate task term
         }
 
     def close(self) -> None:

@@ -68,6 +68,9 @@ class Pendulum(TorchVecEnv):
         small_velocity = soft(gaussian_closeness(theta_dot, margin=4.0), 0.5)
         return upright(torch.cos(theta)) * small_control * small_velocity
 
+    def _primal(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return upright(torch.cos(state[:, 0]))
+
 
 @dataclass(frozen=True)
 class DoublePendulumParams:
@@ -156,3 +159,9 @@ class DoublePendulum(TorchVecEnv):
         small_control = soft(quadratic_closeness(action[:, 0], margin=1.0), 0.8)
         small_velocity = soft(gaussian_closeness(torch.hypot(w1, w2), margin=10.0), 0.5)
         return height * small_control * small_velocity
+
+    def _primal(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        q1, q2 = state[:, 0], state[:, 1]
+        reach = p.length1 + p.length2
+        return (p.length1 * torch.cos(q1) + p.length2 * torch.cos(q1 + q2) + reach) / (2.0 * reach)

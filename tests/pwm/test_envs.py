@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -40,6 +41,24 @@ def test_step_contract(name: str) -> None:
     assert info["obs_before_reset"].shape == obs.shape
     assert info["termination"].dtype == info["truncation"].dtype == torch.bool
     assert ((rew >= 0) & (rew <= 1)).all()
+
+
+@pytest.mark.parametrize("name", TORCH_ENV_NAMES)
+def test_upstream_loop_interface_primal_and_reset_grads(name: str) -> None:
+    """What upstream PWM's loop takes from a DiffRL env, the bundled envs offer too."""
+    env = make_env(name, 3, seed=2, stochastic_init=True)
+    env.reset()
+    obs, rew, done, info = env.step(torch.rand(3, env.num_acts) * 2 - 1)
+    assert set(info) == {"termination", "truncation", "obs_before_reset", "primal"}
+    assert info["primal"].shape == rew.shape and info["primal"].grad_fn is None
+    assert torch.all(info["primal"] >= rew - 1e-6)  # the task term before the shaping factors (in [0, 1])
+    # a differentiable rollout: actions that require grad put the state on the tape ...
+    obs, rew, done, info = env.step((torch.rand(3, env.num_acts) * 2 - 1).requires_grad_())
+    assert obs.grad_fn is not None and env.state.grad_fn is not None
+    # ... and reset(grads=True) keeps the states and cuts the graph, as DiffRL's does
+    cut = env.reset(grads=True)
+    assert cut.grad_fn is None and env.state.grad_fn is None
+    assert torch.allclose(cut, obs.detach()) and env.progress.tolist() == [2, 2, 2]
 
 
 @pytest.mark.parametrize("name", TORCH_ENV_NAMES)
@@ -176,9 +195,11 @@ def test_dflex_specs_match_pwm() -> None:
 
 
 def test_dflex_status_does_not_import_dflex() -> None:
-    installed, detail = dflex_status()
-    assert isinstance(installed, bool) and detail
-    assert "dflex" not in sys.modules
+    # in a fresh interpreter: other tests import the real dflex into this one
+    code = ("import sys; from gpuprobe_pwm.envs import dflex_status; installed, detail = dflex_status(); "
+            "assert isinstance(installed, bool) and detail; assert 'dflex' not in sys.modules, sorted(sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 @pytest.mark.skipif(dflex_status()[0], reason="dflex is installed here")
