@@ -127,12 +127,13 @@ def run(rc: ResolvedConfig) -> int:
     buffer = wandb_run = None
     try:
         try:
+            sim_options = env_cfg.get("dflex")  # a dflex env's own constructor arguments (upstream's)
             env = make_env(settings.env_name, settings.num_envs, device, seed, settings.episode_length,
-                           stochastic_init=settings.stochastic_init)
+                           stochastic_init=settings.stochastic_init, options=sim_options)
             # Never stochastic: the evaluation return measures the task from its nominal start
             # (for the swing-ups, hanging down), whatever the training envs start from.
             eval_env = make_env(settings.env_name, settings.eval_episodes, device, seed + 10_000,
-                                settings.episode_length, stochastic_init=False)
+                                settings.episode_length, stochastic_init=False, options=sim_options)
         except EnvUnavailable as exc:
             log.error("env %s is not available here: %s", settings.env_name, exc)
             runs.update_run_json(run_dir, status="failed", error=str(exc))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 
 from gpuprobe_pwm.agent import AgentConfig, PWMAgent
@@ -237,6 +238,9 @@ class Trainer:
 
     # ---- one epoch ----------------------------------------------------------------------
     def collect(self) -> None:
+        # As upstream each epoch: keep the envs' states, cut any autograd graph behind them (DiffRL's
+        # reset(grads=True)), so that nothing from earlier epochs stays reachable from the new data.
+        self.collector.current = self.env.reset(grads=True)
         for _ in range(self.s.steps_per_epoch):
             self.collector.step()
             self.env_steps += self.env.num_envs
@@ -280,6 +284,9 @@ class Trainer:
         record.update({"iteration": self.iteration, "env_steps": self.env_steps,
                        "episodes": self.collector.episodes, "buffer_size": len(self.buffer),
                        "train/return": mean_return, "time/epoch": time.perf_counter() - t0,
+                       # resident memory after the epoch: flat once the buffer is allocated, unless a
+                       # graph (e.g. through the simulator) is kept alive from one epoch to the next
+                       "mem/rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
                        "time/elapsed": time.monotonic() - self.started})
         # "Best" as upstream: lowest policy loss = highest mean return over the last 100 episodes.
         if mean_return is not None and mean_return > self.best_return:

@@ -35,19 +35,23 @@ def make_env(
     seed: int = 0,
     episode_length: int | None = None,
     stochastic_init: bool = False,
+    options: dict | None = None,
 ) -> VecEnv:
     """Build env ``name`` (one of ENV_NAMES, or ``gym:<gymnasium id>``). dflex and gym envs raise
     EnvUnavailable when their simulator is missing.
 
     ``stochastic_init`` spreads every reset's start state widely (DiffRL's option of that name),
     for training envs; without it episodes start from the task's nominal state, as evaluation must.
+    ``options`` are a dflex env's own constructor arguments (the env config's ``dflex:`` block).
     """
+    if options and name not in DFLEX_ENVS:
+        raise ValueError(f"env {name!r} takes no simulator options (got {sorted(options)}); only dflex envs do")
     if name in _TORCH_ENVS:
         return _TORCH_ENVS[name](num_envs, device=device, seed=seed, episode_length=episode_length,
                                  stochastic_init=stochastic_init)
     if name in DFLEX_ENVS:
         return make_dflex_env(name, num_envs, device=device, seed=seed, episode_length=episode_length,
-                              stochastic_init=stochastic_init)
+                              stochastic_init=stochastic_init, options=options)
     if is_gym_name(name):
         return make_gym_env(name, num_envs, device=device, seed=seed, episode_length=episode_length,
                             stochastic_init=stochastic_init)
