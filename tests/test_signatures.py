@@ -15,7 +15,8 @@ from tests.stalling_buffers import run_gpuprobe, stage
 
 IDS = {"buffer-host-storage-cpu-bound", "stale-kernel-build-lock", "ptx-jit-first-load", "cuda-context-init-stall",
        "pinned-host-alloc-stall", "stdout-block-buffered", "lock-file-wait", "prefetch-pool-stuck",
-       "cpu-oversubscription"}
+       "cpu-oversubscription", "dflex-numpy-2", "dflex-gym-missing", "dflex-kernels-not-writable",
+       "dflex-no-compiler", "dflex-concurrent-kernel-build"}  # the dflex rules fire on real runs: test_probe_sim.py
 BUFFER = ["--device", "cpu", "--only", "--stage", "buffer", "-o", "buffer.capacities=[]", "-o", "buffer.capacity=2000",
           "--timeout", "4", "--stall-window", "1.5"]
 FP = {"hostname": "l40s-node01", "gpus": [{"index": 0, "name": "NVIDIA L40S", "compute_capability": "8.9"}]}
@@ -105,6 +106,9 @@ def test_ptx_jit_rule_from_native_stacks_at_the_first_kernel():
     assert "ptx-jit-first-load" in ids(recorded("cuda", "hang", [("cuda.context", {}), ("cuda.kernel", {})]))
     # ... but not on the CPU, where nothing is JIT-compiled by the driver
     assert ids(recorded("sim", "hang", [("sim.kernel_build", {})], device="cpu")) == []
+    # dflex's kernels first run on the GPU in its first env: a stall there on CUDA points at the JIT
+    assert ids(recorded("sim", "hang", [("sim.kernel_build", {}), ("sim.dflex_ant.reset", {})])) == ["ptx-jit-first-load"]
+    assert ids(recorded("sim", "hang", [("sim.dflex_ant.reset", {})], device="cpu")) == []
 
 
 # -- (e) pinned host allocation: recorded, it needs CUDA ------------------------------------

@@ -53,14 +53,54 @@ def host_storage_cpu_bound(case: Case) -> bool:
     return _host_storage_for_cuda(case) and (_sampling(case) or _busy(case))
 
 
+def _dflex(case: Case) -> dict:
+    return case.data.get("dflex") or {}
+
+
 def stale_build_lock(case: Case) -> bool:
+    """A lock no live process holds, where dflex had to rebuild (or the stacks show the wait)."""
     if case.stack_has(r"FileBaton\.wait", r"file_baton\.py"):
         return True
-    lock = ((case.data.get("dflex") or {}).get("lock") or {})
-    if lock.get("stale"):
+    dflex = _dflex(case)
+    lock = dflex.get("lock") or {}
+    if lock.get("stale") and dflex.get("cache_valid") is False:
         return True
     started = case.mark_data("import_dflex") or {}
     return bool(started.get("stale_locks")) and (case.last_mark or "").endswith(("import_dflex", "kernel_build"))
+
+
+def _dflex_error(case: Case) -> dict:
+    return _dflex(case).get("error") or {}
+
+
+def dflex_numpy2(case: Case) -> bool:
+    return "NumPy 2.0" in str(_dflex_error(case).get("message") or "")
+
+
+def dflex_gym_missing(case: Case) -> bool:
+    error = _dflex_error(case)
+    return error.get("type") == "ModuleNotFoundError" and "gym" in str(error.get("message") or "") and (
+        error.get("module") in (None, "gym", "gym.spaces"))
+
+
+def _must_rebuild(case: Case) -> bool:
+    return _dflex(case).get("cache_valid") is False
+
+
+def dflex_kernels_not_writable(case: Case) -> bool:
+    cache = _dflex(case).get("kernel_cache") or {}
+    return _must_rebuild(case) and cache.get("writable") is False
+
+
+def dflex_no_compiler(case: Case) -> bool:
+    dflex = _dflex(case)
+    tail = str(dflex.get("build_log_tail") or "")
+    return _must_rebuild(case) and ("compiler" in dflex and dflex["compiler"] is None
+                                    or bool(re.search(r"c\+\+: (command )?not found|No such file or directory: 'c\+\+'", tail)))
+
+
+def dflex_waits_for_build(case: Case) -> bool:
+    return case.mark_data(".wait_for_build") is not None or case.stack_has(r"_wait_for_build")
 
 
 PTX_JIT_STACKS = (r"cuModuleLoad", r"cuLibraryLoad", r"__cudaRegisterFatBinary", r"ptxjitcompiler",
@@ -73,7 +113,8 @@ def ptx_jit(case: Case) -> bool:
     if case.stack_has(*PTX_JIT_STACKS):
         return True
     last = case.last_mark or ""
-    at_first_kernel = last in ("cuda.kernel", "sim.kernel_build") or last.endswith(".kernel_build")
+    # dflex's kernels first run on the GPU when its first env is built, reset and stepped
+    at_first_kernel = last == "cuda.kernel" or bool(re.fullmatch(r"sim\.dflex_\w+\.(construct|reset|step)", last))
     return case.device == "cuda" and at_first_kernel
 
 
@@ -131,11 +172,72 @@ RULES: list[Signature] = [
             "build holds a 'lock' file. A build that was killed (job time limit, scancel, OOM) leaves it behind, "
             "and every later import sleeps in FileBaton.wait forever: no output, no error."),
         remedy=(
-            "Make sure no build is running (no ninja/nvcc in that folder), then delete the lock file named in the "
-            "stage data (rm <dflex>/kernels/lock, or the one under ~/.cache/torch_extensions) and import again. "
-            "On shared installs build the kernels once on a login node before submitting jobs."),
+            "Make sure no build is running (no ninja/nvcc in that folder, on this node or another that shares it), "
+            "then delete the lock file named in the stage data (rm <dflex>/kernels/lock, or the one under "
+            "~/.cache/torch_extensions) and import again. On shared installs build the kernels once per node "
+            "type before submitting jobs (python -c 'import dflex')."),
         predicate=stale_build_lock, stages=(), statuses=STUCK + ("fail",),
-        references=("torch/utils/file_baton.py", "FACTS.md: dflex kernel build"),
+        references=("torch/utils/file_baton.py", "docs/PROBES.md: dflex's kernel cache"),
+    ),
+    Signature(
+        id="dflex-numpy-2",
+        title="dflex on NumPy 2: np.Inf was removed",
+        explanation=(
+            "DiffRL's dflex uses NumPy 1 names (np.Inf in DFlexEnv.__init__), so every env constructor raises "
+            "AttributeError under NumPy 2. Its package metadata does not pin numpy, so an upgrade goes unnoticed."),
+        remedy="pip install 'numpy<2' in the training environment (gym 0.26 needs NumPy 1 as well).",
+        predicate=dflex_numpy2, stages=("sim", "train"), statuses=("fail",),
+        references=("dflex/envs/dflex_env.py: np.Inf",),
+    ),
+    Signature(
+        id="dflex-gym-missing",
+        title="dflex cannot import gym",
+        explanation=(
+            "import dflex imports dflex.envs, whose base class does 'from gym import spaces' (the old gym, not "
+            "gymnasium). dflex's metadata does not declare it, so a clean install lacks it."),
+        remedy="pip install gym==0.26.2 (with numpy<2) beside dflex.",
+        predicate=dflex_gym_missing, stages=("sim", "train"), statuses=("fail",),
+        references=("dflex/envs/dflex_env.py: from gym import spaces",),
+    ),
+    Signature(
+        id="dflex-kernels-not-writable",
+        title="dflex must build its kernels into a folder this user cannot write",
+        explanation=(
+            "dflex builds into <dflex package>/kernels/ and nowhere else. When the cache there is missing or not "
+            "valid for this node (another dflex, or built on a node with/without CUDA) and site-packages is "
+            "read-only (a shared cluster install), every import fails."),
+        remedy=(
+            "Have the owner of the install build the kernels once on a node of this kind (python -c 'import dflex'), "
+            "or install dflex into an environment you can write (a venv of your own)."),
+        predicate=dflex_kernels_not_writable, stages=("sim", "train"), statuses=("fail",),
+        references=("dflex/adjoint.py: build_path", "docs/PROBES.md: dflex's kernel cache"),
+    ),
+    Signature(
+        id="dflex-no-compiler",
+        title="dflex must build its kernels and no C++ compiler is on PATH",
+        explanation=(
+            "Without a valid kernel cache, import dflex compiles C++ with torch's cpp_extension (ninja and $CXX or "
+            "c++). Compute nodes often have no compiler unless a module is loaded."),
+        remedy=(
+            "module load gcc (or install g++) in the job script, or build the kernels once where a compiler is, on a "
+            "node of the same kind, so that later imports use the cache."),
+        predicate=dflex_no_compiler, stages=("sim", "train"), statuses=("fail",),
+        references=("torch/utils/cpp_extension.py",),
+    ),
+    Signature(
+        id="dflex-concurrent-kernel-build",
+        title="Waiting for another process's dflex kernel build",
+        explanation=(
+            "Jobs that import a cold dflex from one install at once all decide to rebuild; one builds under the "
+            "lock and the others wait for it (measured: 4 processes, one compiler, all done when the build is). "
+            "If the builder is killed, the waiters would wait forever on its lock; the probe and the trainer "
+            "watch the holder and fail instead."),
+        remedy=(
+            "Build the kernels once per node type before launching job arrays (python -c 'import dflex' on one node "
+            "of each kind); keep one dflex install per node type, because nodes with and without CUDA rebuild over "
+            "each other's cache."),
+        predicate=dflex_waits_for_build, stages=("sim", "train"), statuses=STUCK + ("fail",),
+        references=("benchmarks/dflex_concurrent_import.py",),
     ),
     Signature(
         id="ptx-jit-first-load",
