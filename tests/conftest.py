@@ -59,3 +59,77 @@ def gpuprobe_cli(tmp_path):
         return run_gpuprobe(args, folder, env, timeout)
 
     return call
+
+
+# -- the real dflex ------------------------------------------------------------------------
+def _shared_dir() -> Path:
+    import importlib.util as _u
+
+    spec = _u.spec_from_file_location("install_dflex", ROOT / "scripts" / "install_dflex.py")
+    module = _u.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.shared_dir()
+
+
+VENDOR = _shared_dir() / "vendor"
+UPSTREAM_PWM = VENDOR / "pwm-upstream" / "PWM-aa5a1d8.tar.gz"
+DFLEX_MISSING = ("dflex is not installed here; the README's test command installs the vendored wheel "
+                 "(python3 scripts/install_dflex.py, from ../shared/vendor/dflex/)")
+
+
+#: what the session's cold build did, when the installed dflex had no kernels at the start (CI)
+COLD_IMPORTS: dict = {}
+CONCURRENT_IMPORTS = 4
+IMPORT = "import time; t = time.monotonic(); import dflex; print(f'IMPORT_S {time.monotonic() - t:.1f}')"
+
+
+def concurrent_cold_imports(kernels: Path, n: int) -> dict:
+    """``n`` plain ``import dflex`` at once on a cold package folder, as n jobs on one install do:
+    exit codes, who printed "Rebuilding kernels", compilers running at once, the lock's lifetime."""
+    import time
+
+    import psutil
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", IMPORT], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=env, cwd=ROOT) for _ in range(n)]
+    most_compilers, lock_seen = 0, False
+    while any(p.poll() is None for p in procs):
+        compilers = 0
+        for p in procs:
+            try:
+                compilers += sum(c.name() == "cc1plus" for c in psutil.Process(p.pid).children(recursive=True))
+            except psutil.Error:
+                pass
+        most_compilers = max(most_compilers, compilers)
+        lock_seen = lock_seen or (kernels / "lock").exists()
+        time.sleep(0.2)
+    outputs = [p.stdout.read() for p in procs]
+    return {"exit_codes": [p.returncode for p in procs],
+            "rebuilt": sum("Rebuilding kernels" in out for out in outputs),
+            "import_s": [float(out.rsplit("IMPORT_S", 1)[1].split()[0]) if "IMPORT_S" in out else None
+                         for out in outputs],
+            "most_compilers_at_once": most_compilers, "lock_seen": lock_seen,
+            "lock_left": (kernels / "lock").exists(), "outputs": [out[-2000:] for out in outputs]}
+
+
+@pytest.fixture(scope="session")
+def dflex_package() -> Path:
+    """The installed dflex package folder with its kernels built, once per test session (a minute
+    or two), in child processes so that a stuck build cannot take pytest with it. On a cold install
+    (CI) the build is done by CONCURRENT_IMPORTS plain imports at once, and what they did is kept
+    in COLD_IMPORTS for test_dflex_concurrency.py."""
+    from gpuprobe_pwm.envs import dflex_kernels
+
+    package = dflex_kernels.package_dir()
+    if package is None:
+        pytest.skip(DFLEX_MISSING)
+    cache = dflex_kernels.inspect_cache(package)
+    if cache["adjoint_gen"] is None and cache["lock"] is None:
+        COLD_IMPORTS.update(concurrent_cold_imports(dflex_kernels.kernels_dir(package), CONCURRENT_IMPORTS))
+    proc = subprocess.run([sys.executable, "-c", "from gpuprobe_pwm.envs.dflex_kernels import import_dflex; "
+                           "r = import_dflex(); print('cached' if r.cached else f'built in {r.build_s:.0f} s')"],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, f"building dflex's kernels failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return package
