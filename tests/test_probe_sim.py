@@ -160,7 +160,7 @@ def test_stale_lock_beside_a_valid_cache_is_a_warning_and_the_stage_passes(tmp_p
 
 
 def test_importing_despite_a_stale_lock_hangs_in_filebaton_wait(tmp_path, killed_build):
-    pkg, env = from_killed(killed_build, tmp_path)
+    _pkg, env = from_killed(killed_build, tmp_path)
     code, doc = run_gpuprobe(ARGS + ONE_ENV + ["-o", "sim.import_despite_lock=true", "--timeout", "12",
                                                "--stall-window", "3"], str(tmp_path / "r"), extra_env=env, timeout=120)
     res = stage(doc, "sim")

@@ -27,7 +27,6 @@ process's build; default: as long as it lives).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from typing import Any
@@ -190,9 +189,11 @@ def dflex_part(ctx: StageContext, torch: Any, device: str) -> dict:
     out["warnings"] += report.warnings
     if not report.match.get("matches", True):
         out["warnings"].append("cached kernels do not match this node: " + "; ".join(report.match["reasons"]))
-    if cache["filesystem"].get("network") and not report.cached:
-        out["warnings"].append(f"dflex built its kernels into {cache['kernels_dir']} on a network file system "
-                               f"({cache['filesystem']['fs_type']}): every node sharing it loads or rebuilds them")
+    if cache["filesystem"].get("network"):
+        out["warnings"].append(
+            f"dflex's kernels are in {cache['kernels_dir']} on a network file system ({cache['filesystem']['fs_type']}), "
+            "shared by every node that imports this install: nodes with and without CUDA rebuild over each "
+            "other's cache, and cold jobs started together wait for one build (a killed one leaves a stale lock)")
     return dflex_envs(ctx, torch, device, out)
 
 

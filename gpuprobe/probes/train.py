@@ -172,7 +172,8 @@ def first_epoch(ctx: StageContext, torch: Any, device: str, alg: dict) -> dict:
         else:
             ctx.mark(f"epoch.buffer.{event}", **data)
 
-    env = make_env(env_name, num_envs, device, 0, None if episode_length is None else int(episode_length))
+    env = make_env(env_name, num_envs, device, 0, None if episode_length is None else int(episode_length),
+                   options=env_cfg.get("dflex"))  # a dflex env's upstream constructor arguments
     cfg = agent_config(alg)
     buffer = Buffer(capacity, env.num_obs, env.num_acts, horizon=cfg.horizon, batch_size=cfg.wm_batch_size,
                     device=device, seed=0, progress=on_buffer, **buffer_opts)

@@ -171,8 +171,16 @@ def make_dflex_env(
     installed, reason = dflex_status()
     if not installed:
         raise EnvUnavailable(f"{name}: {reason}")
+    def progress(phase: str, data: dict) -> None:  # a cold build takes minutes: say so before it starts
+        if phase == "build":
+            log.info("dflex builds its kernels (%s); this takes a minute or more; compiler output in %s",
+                     data["because"], data["log"])
+        elif phase == "wait_for_build":
+            log.info("waiting for another process's dflex kernel build (lock %s, pids %s)", data["lock"],
+                     [h["pid"] for h in data["holders"]])
+
     try:
-        report = dflex_kernels.import_dflex()
+        report = dflex_kernels.import_dflex(on_phase=progress)
     except dflex_kernels.DflexKernelError as exc:
         raise EnvUnavailable(f"{name}: {exc}") from exc
     except ImportError as exc:

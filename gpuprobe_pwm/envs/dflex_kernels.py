@@ -37,7 +37,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 # File systems where a package folder is shared between nodes (and between jobs on them).
 NETWORK_FS_TYPES = frozenset({

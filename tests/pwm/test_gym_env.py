@@ -35,6 +35,8 @@ def test_contract_matches_a_plain_gymnasium_env_step_for_step():
     assert done.all() and info["truncation"].all() and not info["termination"].any()
     assert trunc and not term
     assert not torch.allclose(obs, info["obs_before_reset"])  # obs is already the new episode's
+    assert torch.equal(info["primal"], rew)  # one reward, no separate task term
+    assert torch.equal(env.reset(grads=True), obs)  # DiffRL's "continue from here": nothing is reset
 
 
 def test_discrete_actions_and_unknown_ids_are_refused_with_a_reason():
