@@ -4,7 +4,7 @@ Each env is built as the trainer builds it (its config's upstream arguments, the
 no_grad, plain tensors), reset, stepped ``--warmup`` times, then ``--steps`` timed steps with
 uniform random actions in [-1, 1].
 
-    python benchmarks/dflex_steps.py --num-envs 16 64 128 --steps 50
+    python benchmarks/dflex_steps.py --num-envs 16 64 --steps 30   # and each env's upstream num_envs
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", nargs="*", default=list(DFLEX_ENVS))
-    parser.add_argument("--num-envs", nargs="*", type=int, default=[16, 64, 128])
+    parser.add_argument("--num-envs", nargs="*", type=int, default=[16, 64])
+    parser.add_argument("--no-upstream-num-envs", action="store_true",
+                        help="leave out each env's own num_envs (its config's, upstream's)")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args()
@@ -31,7 +33,10 @@ def main() -> None:
     print(f"machine: {machine()}; one torch thread; {args.steps} timed steps after {args.warmup}")
     print(f"{'env':22} {'num_envs':>8} {'construct s':>11} {'ms/step':>8} {'steps/s':>8} {'env-steps/s':>11}")
     for name in args.envs:
-        for n in args.num_envs:
+        counts = list(args.num_envs)
+        if not args.no_upstream_num_envs and DFLEX_ENVS[name].num_envs not in counts:
+            counts.append(DFLEX_ENVS[name].num_envs)
+        for n in counts:
             t = time.perf_counter()
             env = make_env(name, n, "cpu", seed=0, stochastic_init=True, options=config_options(name))
             construct = time.perf_counter() - t

@@ -412,13 +412,17 @@ def import_dflex(allow_lock: bool = False, wait_s: float | None = None,
         if lock["stale"]:
             raise _stale(lock, cause, cache, report.match)
         phase("wait_for_build", {"lock": lock["path"], "holders": lock["holders"]})
-        report.waited_for_build_s = _wait_for_build(Path(lock["path"]), cache, cause, wait_s, on_wait)
-        cache = report.cache = inspect_cache(package)
+        waited = _wait_for_build(Path(lock["path"]), cache, cause, wait_s, on_wait)
+        # the other build is done: its cache is normally valid now; decide again from scratch
+        again = import_dflex(allow_lock, wait_s, on_wait, build_log, on_phase)
+        again.waited_for_build_s = waited + (again.waited_for_build_s or 0.0)
+        again.import_s = time.monotonic() - t
+        return again
     if not (lock and allow_lock):
         where = writable(kernels_dir(package))
-        if not where["writable"] and report.waited_for_build_s is None:
+        if not where["writable"]:
             raise _not_writable(package, cause, where, cache, report.match)
-        if compiler() is None and report.waited_for_build_s is None:
+        if compiler() is None:
             raise DflexKernelError(
                 "no-compiler",
                 f"dflex must build its kernels ({cause}) but no C++ compiler "
