@@ -16,7 +16,8 @@ from tests.stalling_buffers import run_gpuprobe, stage
 IDS = {"buffer-host-storage-cpu-bound", "stale-kernel-build-lock", "ptx-jit-first-load", "cuda-context-init-stall",
        "pinned-host-alloc-stall", "stdout-block-buffered", "lock-file-wait", "prefetch-pool-stuck",
        "cpu-oversubscription", "dflex-numpy-2", "dflex-gym-missing", "dflex-kernels-not-writable",
-       "dflex-no-compiler", "dflex-concurrent-kernel-build"}  # the dflex rules fire on real runs: test_probe_sim.py
+       "dflex-no-compiler", "dflex-concurrent-kernel-build",   # the dflex rules fire on real runs: test_probe_sim.py
+       "ptx-jit-stall-static"}
 BUFFER = ["--device", "cpu", "--only", "--stage", "buffer", "-o", "buffer.capacities=[]", "-o", "buffer.capacity=2000",
           "--timeout", "4", "--stall-window", "1.5"]
 FP = {"hostname": "l40s-node01", "gpus": [{"index": 0, "name": "NVIDIA L40S", "compute_capability": "8.9"}]}

@@ -83,11 +83,15 @@ def info(as_json: bool) -> None:
     from gpuprobe.node import fingerprint
     from gpuprobe.cli.console import print_fingerprint
 
+    from gpuprobe.cli.kernels import info_section
+
     fp = fingerprint.take().to_dict()
+    kernels, kernels_text = info_section(fp)   # will the stack's CUDA binaries run on this GPU
     if as_json:
-        emit_json(fp)
+        emit_json({**fp, "kernels": kernels})
     else:
         print_fingerprint(Console(), fp)
+        click.echo(kernels_text)
 
 
 def _parse_gpus(value: str | None) -> list[int] | None:
@@ -249,7 +253,8 @@ def _register_optional_commands() -> None:
     for module, name in (("gpuprobe.cli.signatures", "signatures"), ("gpuprobe.cli.matrix", "matrix"),
                          ("gpuprobe.cli.preflight", "preflight"), ("gpuprobe.cli.report", "report"),
                          ("gpuprobe.cli.sweep", "sweep"),
-                         ("gpuprobe.cli.attach", "attach"), ("gpuprobe.cli.watch", "watch")):
+                         ("gpuprobe.cli.attach", "attach"), ("gpuprobe.cli.watch", "watch"),
+                         ("gpuprobe.cli.kernels", "kernels")):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

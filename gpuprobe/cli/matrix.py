@@ -9,7 +9,7 @@ import click
 
 from gpuprobe.cli.preflight import ExitCodesCommand
 
-from gpuprobe.run.stages import STAGE_NAMES
+from gpuprobe.run.stages import STAGE_NAMES, STATIC_STAGES
 
 
 def _folders(results: tuple[Path, ...]) -> list[Path]:
@@ -25,12 +25,14 @@ def _folders(results: tuple[Path, ...]) -> list[Path]:
 @click.option("--by", "view", type=click.Choice(["stack", "model", "node"]), default="stack", show_default=True,
               help="Rows: software stack (GPU model, arch, driver, CUDA, torch, dflex), GPU model, or node.")
 @click.option("--model", "models", multiple=True, help="Only this GPU model, e.g. L40S (repeatable).")
-@click.option("--stage", "stages", multiple=True, type=click.Choice(STAGE_NAMES + ("job",)),
-              help="Only this stage (repeatable); job: the user's own jobs (attach, watch).")
+@click.option("--stage", "stages", multiple=True, type=click.Choice(STATIC_STAGES + STAGE_NAMES + ("job",)),
+              help="Only this stage (repeatable); job: the user's own jobs (attach, watch); kernels: gpuprobe kernels --save.")
 @click.option("--host", "hosts", multiple=True, help="Only this node (repeatable).")
 @click.option("--since", default=None, metavar="DATE", help="Only runs at or after DATE (ISO, e.g. 2025-11-01).")
-@click.option("--provenance", "provenance", multiple=True, type=click.Choice(["probed", "reported", "simulated", "observed"]),
-              help="Only results probed by gpuprobe, reported by hand, or simulated (NVML fake) (repeatable).")
+@click.option("--provenance", "provenance", multiple=True,
+              type=click.Choice(["probed", "reported", "simulated", "observed", "static"]),
+              help="Only results probed by gpuprobe, reported by hand, simulated (NVML fake), observed (attach, watch) "
+                   "or static (gpuprobe kernels --save: judged from the binaries) (repeatable).")
 @click.option("--compare", nargs=2, default=None, metavar="MODEL_A MODEL_B",
               help="Two GPU models side by side: stage cells, fingerprint differences, signatures.")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json", "html", "prom"]), default="table",

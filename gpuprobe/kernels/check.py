@@ -6,7 +6,6 @@ enough for preflight (the scan cache makes a repeat check a few stats and one sm
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -39,7 +39,7 @@ class ElfFile:
         with open(self.path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             if size < 64:
-                raise NotElf(f"{self.path}: too small to be ELF")
+                raise NotElf(f"{self.path}: not an ELF file (too small)")
             self.map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         self.size = size
         try:

@@ -43,7 +43,7 @@ class JitCache:
 
     def describe(self) -> str:
         if self.disabled:
-            return f"JIT cache disabled (CUDA_CACHE_DISABLE=1): every process compiles again"
+            return "JIT cache disabled (CUDA_CACHE_DISABLE=1): every process compiles again"
         parts = [f"limit {_size(self.maxsize)}" + (" (default)" if self.maxsize_source == "default" else "")]
         if self.used_bytes is not None:
             parts.append(f"{_size(self.used_bytes)} used")

@@ -253,6 +253,9 @@ class Runner:
             ev["kill"] = kill
             ev["verdict_latency_s"] = round(time.monotonic() - t0, 3)
             ev["log_tail"] = _tail(logf)
+            kernels = _static_kernels(self.fingerprint)
+            if kernels:
+                ev["kernels"] = kernels   # the static verdict, for signatures that join it with the stacks
             res.status = UNKILLABLE if kill["survivors"] else status
             res.evidence = ev
             res.data = {"timeout_s": timeout, "timed_out_at_unix": round(time.time() - (time.monotonic() - sup.ended), 4),
@@ -286,6 +289,17 @@ class Runner:
             res.provenance = "simulated"   # the stage saw an emulated GPU (--emulate-gpu, --free-memory-gb)
         res.signatures = signatures.match(res, self.fingerprint)
         return res
+
+
+def _static_kernels(fingerprint) -> dict | None:
+    """The kernel check for this node (gpuprobe.kernels.gate), from the scan cache; None when nothing to check."""
+    from gpuprobe.kernels import gate
+
+    try:
+        return gate.evidence(fingerprint.to_dict())
+    except Exception as exc:  # evidence must never cost the verdict
+        log.warning("static kernel check failed: %s", exc)
+        return None
 
 
 class _ServerReady:

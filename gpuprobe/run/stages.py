@@ -34,6 +34,8 @@ STAGES: tuple[StageSpec, ...] = (
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+# stages judged from the binaries, never run (gpuprobe kernels --save; provenance "static")
+STATIC_STAGES: tuple[str, ...] = ("kernels",)
 BY_NAME: dict[str, StageSpec] = {s.name: s for s in STAGES}
 
 

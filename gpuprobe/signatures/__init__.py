@@ -29,6 +29,7 @@ class Case:
     reason: str = ""
     device: str = ""                   # "cpu" or "cuda": where the stage ran
     process: dict = field(default_factory=dict)   # evidence.process: CPU%, states, threads
+    kernels: dict = field(default_factory=dict)   # evidence.kernels: the static kernel check of the node
 
     @property
     def cpu_percent(self) -> float | None:
@@ -99,7 +100,7 @@ def case_from(result: Any, fingerprint: Any) -> Case:
     marks = [m if isinstance(m, dict) else {"name": m.name, "t": m.t, "data": m.data} for m in d.get("marks") or []]
     return Case(stage=d.get("stage", ""), status=d.get("status", ""), marks=marks, data=d.get("data") or {},
                 stacks="\n".join(parts), fingerprint=fp, reason=d.get("reason") or "",
-                device=d.get("device") or "", process=ev.get("process") or {})
+                device=d.get("device") or "", process=ev.get("process") or {}, kernels=ev.get("kernels") or {})
 
 
 def rules() -> list[Signature]:

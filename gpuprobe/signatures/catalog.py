@@ -118,6 +118,19 @@ def ptx_jit(case: Case) -> bool:
     return case.device == "cuda" and at_first_kernel
 
 
+# frames of the driver's PTX compiler: the JIT itself (the library, and the entry point cudart calls)
+JIT_FRAMES = (r"libnvidia-ptxjitcompiler", r"__cuda_CallJitEntryPoint")
+
+
+def jit_stall_confirmed(case: Case) -> bool:
+    """Stuck in the driver's JIT, busy, no new marks, and the static check says the stack has PTX-only binaries."""
+    if case.status != "hang":      # "slow" still makes progress: not a stall
+        return False
+    if not (case.stack_has(*JIT_FRAMES) and _busy(case)):
+        return False
+    return bool((case.kernels or {}).get("jit"))
+
+
 CONTEXT_STACKS = (r"\bcuInit\b", r"cuDevicePrimaryCtxRetain", r"cuCtxCreate", r"cudaMemGetInfo", r"cuMemGetInfo",
                   r"_cuda_init", r"_lazy_init \(torch/cuda")
 
@@ -238,6 +251,24 @@ RULES: list[Signature] = [
             "each other's cache."),
         predicate=dflex_waits_for_build, stages=("sim", "train"), statuses=STUCK + ("fail",),
         references=("benchmarks/dflex_concurrent_import.py",),
+    ),
+    Signature(
+        id="ptx-jit-stall-static",
+        title="Stalled in the driver's PTX JIT; the static check names the PTX-only binaries it is compiling",
+        explanation=(
+            "The stage's native stacks are in the driver's JIT compiler (libnvidia-ptxjitcompiler, "
+            "__cuda_CallJitEntryPoint) at high CPU with no new progress mark, and the kernel check of this node "
+            "(gpuprobe kernels, in the stage's evidence.kernels) finds binaries with no SASS for this GPU, only PTX: "
+            "the driver is compiling them at first load. That takes minutes for a big library, at full CPU and "
+            "with no output, and is paid again by every process whose JIT cache is cold, off, too small or on a "
+            "shared home."),
+        remedy=(
+            "Rebuild the binaries listed in evidence.kernels.jit with SASS for this GPU (gpuprobe kernels prints "
+            "how, e.g. dflex's cuda_flags for sm_89); until then let one run finish the JIT on each node (warm the "
+            "cache once per node), keep CUDA_CACHE_PATH on node-local persistent storage and raise "
+            "CUDA_CACHE_MAXSIZE (e.g. 4294967296) so it is kept."),
+        predicate=jit_stall_confirmed, stages=(), statuses=("hang",),
+        references=("gpuprobe kernels (docs/KERNELS.md)", "CUDA_CACHE_PATH, CUDA_CACHE_MAXSIZE (CUDA JIT cache)"),
     ),
     Signature(
         id="ptx-jit-first-load",

@@ -20,13 +20,13 @@ from pathlib import Path
 
 from gpuprobe.store.index import STACK_FIELDS, RefreshStats, ResultIndex, describe_unreadable, normalise_time
 from gpuprobe.store.results import SEVERITY, utc_now
-from gpuprobe.run.stages import STAGE_NAMES
+from gpuprobe.run.stages import STAGE_NAMES, STATIC_STAGES
 
 log = logging.getLogger(__name__)
 
 VIEWS = ("stack", "model", "node")
 OBSERVED_STAGES = ("job",)   # stages of the user's own jobs (gpuprobe attach / watch)
-PROVENANCES = ("probed", "reported", "simulated", "observed")
+PROVENANCES = ("probed", "reported", "simulated", "observed", "static")
 MAX_FOLDERS = 9          # SQLite attaches at most 10 databases; one slot stays free
 LATEST_RUNS = 3          # run ids kept per cell
 _GROUP = {"stack": "stack_id", "model": "gpu_model", "node": "hostname"}
@@ -199,14 +199,16 @@ def _row_label(view: str, gid: str, stacks: dict[str, dict], conn: sqlite3.Conne
 def build(folders: list[Path], view: str = "stack", flt: MatrixFilter | None = None, cache: bool = True) -> dict:
     """The matrix as one JSON-ready dict; every renderer starts from it."""
     flt = flt or MatrixFilter()
-    known = STAGE_NAMES + OBSERVED_STAGES
+    known = STATIC_STAGES + STAGE_NAMES + OBSERVED_STAGES
     unknown = set(flt.stages) - set(known)
     if unknown:
         raise MatrixError(f"unknown stage {', '.join(sorted(unknown))} (known: {', '.join(known)})")
     ev = open_evidence(folders, cache=cache)
-    # the user's jobs (attach/watch) get a column once some were observed
-    observed = bool(ev.conn.execute("SELECT 1 FROM runs WHERE stage IN ('job') LIMIT 1").fetchone())
-    stages = [s for s in known if (not flt.stages or s in flt.stages) and (s not in OBSERVED_STAGES or observed)]
+    # the user's jobs (attach/watch) and static checks (gpuprobe kernels --save) get a column once some exist
+    present = {s for s in STATIC_STAGES + OBSERVED_STAGES
+               if ev.conn.execute("SELECT 1 FROM runs WHERE stage=? LIMIT 1", (s,)).fetchone()}
+    stages = [s for s in known if (not flt.stages or s in flt.stages)
+              and (s not in OBSERVED_STAGES + STATIC_STAGES or s in present)]
     try:
         assert ev.conn is not None
         key = _answer_key(ev, view, flt)

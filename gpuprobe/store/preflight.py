@@ -16,6 +16,11 @@ reports, count as older than every dated run):
   * no-evidence (exit 0; 75 with ``strict``): some requested stage has no runs in scope,
     and none is known bad.
 ``live`` stages are probed now, with tight timeouts; their result is the newest evidence.
+
+Static evidence comes first: when the node has a GPU and the stack has CUDA binaries (a CUDA
+build of torch, dflex's kernels, torch extensions), the kernel check (``gpuprobe kernels``,
+from the scan cache) judges them for this GPU and driver. A stack whose binaries cannot run
+here is known-incompatible without any probe; a JIT-only one passes with a warning and its cost.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class StageEvidence:
     counts: dict = field(default_factory=dict)
     latest: list[dict] = field(default_factory=list)   # newest first: run_id, host, at, status, reason, ...
     signatures: list[dict] = field(default_factory=list)
+    remedies: list[str] = field(default_factory=list)   # static evidence: what the kernel check advises
 
     @property
     def bad(self) -> bool:
@@ -65,6 +71,8 @@ class StageEvidence:
     def describe(self) -> str:
         if self.scope is None:
             return "no evidence"
+        if self.scope == "static":
+            return (self.latest[0].get("reason") or self.status or "") if self.latest else (self.status or "")
         where = {"stack": "on this stack", "model": "on this GPU model (other stacks)", "live": "probed now"}[self.scope]
         counts = ", ".join(f"{s} {n}/{self.runs}" for s, n in sorted(self.counts.items(), key=lambda kv: -kv[1]))
         head = self.latest[0] if self.latest else {}
@@ -238,16 +246,18 @@ def evaluate(folders: list[Path], fp: Fingerprint, stages: list[str] | None = No
                                "(scripts/submit_job.sh --resubmit-elsewhere does it; a plain scontrol requeue "
                                "may land here again)",
                                "ask an admin to check the GPU (nvidia-smi -q; Xid errors in dmesg)"])
+    static = static_evidence(fp)
     evidence, sources, skipped = lookup(folders, fp, stages, cache=cache)
     live_run = None
-    if live:
+    if live and not (static and static.bad):  # the binaries cannot run here: nothing to probe
         probed, live_run = live_probe(live, folders[0], live_timeout)
         evidence.update({s: ev for s, ev in probed.items() if s in evidence or s in live})
         stages = [s for s in check_stages(None) if s in evidence]
     ordered = [evidence[s] for s in stages
-               if evidence[s].scope is not None or s not in OBSERVED_STAGES or s in asked]
+               if evidence[s].scope is not None or s not in OBSERVED_STAGES or s in asked] + ([static] if static else [])
     bad = [e for e in ordered if e.bad]
     missing = [e.stage for e in ordered if e.scope is None]
+    warnings = [f"warning: {static.describe()}"] + static.remedies if static and not static.bad and static.remedies else []
     if bad:
         verdict, code = INCOMPATIBLE, exitcodes.INCOMPATIBLE
         reason = "; ".join(f"{e.stage}: {e.describe()}" for e in bad)
@@ -259,20 +269,62 @@ def evaluate(folders: list[Path], fp: Fingerprint, stages: list[str] | None = No
     else:
         verdict, code = OK, exitcodes.OK
         reason = "latest evidence passed for " + ", ".join(f"{e.stage} ({e.scope})" for e in ordered)
-    return Verdict(verdict, code, reason, node, ordered, advice=advice(bad, fp), sources=sources,
+    return Verdict(verdict, code, reason, node, ordered, advice=advice(bad, fp) + warnings, sources=sources,
                    skipped_message=skipped, live_run=live_run)
+
+
+def static_evidence(fp: Fingerprint) -> StageEvidence | None:
+    """The kernel check for this node as evidence (stage ``kernels``, scope ``static``), or None.
+
+    The scanner is imported only when there is something to check (gpuprobe.kernels.gate).
+    """
+    from gpuprobe.kernels import gate
+
+    fpd = fp.to_dict()
+    if not gate.worth_checking(fpd):
+        return None
+    report = gate.static_report(fpd)
+    if report is None or not any(b.candidate.in_stack for b in report.binaries):
+        return None   # no CUDA binary in the stack (e.g. a CPU-only torch extension): nothing to say
+    status = "fail" if report.cannot_run else "pass"
+    if report.cannot_run:
+        b = report.cannot_run[0]
+        more = f" (and {len(report.cannot_run) - 1} more)" if len(report.cannot_run) > 1 else ""
+        reason = f"static check: {report.verdict}: {b.path}{more}: {b.reason}"
+    elif report.jit:
+        from gpuprobe.kernels.jitcache import human_size
+
+        total = sum(b.jit_bytes for b in report.jit)
+        reason = (f"static check: jit: {len(report.jit)} binar{'ies' if len(report.jit) != 1 else 'y'} carry only PTX "
+                  f"for this GPU; the driver JIT-compiles {human_size(total)} of PTX on first load (minutes of full "
+                  f"CPU for a big library, once per node while the cache keeps it): {report.jit[0].path}")
+    else:
+        reason = f"static check: {report.summary_line()}"
+    return StageEvidence("kernels", scope="static", status=status, runs=1, counts={status: 1},
+                         latest=[{"run_id": None, "host": fp.hostname, "at": None, "status": status, "reason": reason,
+                                  "last_mark": None, "cpu_pct": None}],
+                         remedies=list(report.remedies) if (report.cannot_run or report.jit) else [])
 
 
 def advice(bad: list[StageEvidence], fp: Fingerprint) -> list[str]:
     """What a person (or a job script) can do about a known-incompatible node."""
     if not bad:
         return []
-    hosts = sorted({r["host"] for e in bad for r in e.latest if r["status"] in BAD and r.get("host")})
-    out = [f"exclude this node or GPU model from the job: sbatch --exclude={fp.hostname} "
-           f"(or a --constraint without {safe_stack_key(fp)['gpu_model']}); bad runs seen on {', '.join(hosts) or '-'}",
-           "resubmit elsewhere: scripts/submit_job.sh --resubmit-elsewhere (a plain scontrol requeue may land "
-           "on this node again)",
-           f"re-probe this node: gpuprobe run --stage {bad[0].stage}"]
-    for e in bad:
+    static = [e for e in bad if e.scope == "static"]
+    probed = [e for e in bad if e.scope != "static"]
+    out: list[str] = []
+    for e in static:   # the stack's binaries cannot run here: fixing the stack comes first
+        out += e.remedies
+    if static:
+        out.append("every binary's verdict: gpuprobe kernels (--json for scripts)")
+    hosts = sorted({r["host"] for e in probed for r in e.latest if r["status"] in BAD and r.get("host")})
+    out += [f"exclude this node or GPU model from the job: sbatch --exclude={fp.hostname} "
+            f"(or a --constraint without {safe_stack_key(fp)['gpu_model']})"
+            + (f"; bad runs seen on {', '.join(hosts) or '-'}" if probed else ""),
+            "resubmit elsewhere: scripts/submit_job.sh --resubmit-elsewhere (a plain scontrol requeue may land "
+            "on this node again)"]
+    if probed:
+        out.append(f"re-probe this node: gpuprobe run --stage {probed[0].stage}")
+    for e in probed:
         out += [f"[{s.get('id')}] {s.get('title')}: {s.get('remedy')}" for s in e.signatures if s.get("remedy")]
     return out
