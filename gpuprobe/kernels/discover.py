@@ -44,14 +44,25 @@ class Candidate:
 
 def site_dirs() -> list[Path]:
     """The folders on sys.path that hold installed distributions (site-packages and the like)."""
+    import sysconfig
+
+    stdlib = {os.path.abspath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")}
     out: list[Path] = []
     for entry in sys.path:
-        p = Path(entry or ".")
-        if not p.is_dir() or p in out:
+        entry = os.path.abspath(entry or ".")
+        if entry in stdlib or entry.endswith("lib-dynload") or Path(entry) in out or not os.path.isdir(entry):
             continue
-        if p.name in ("site-packages", "dist-packages") or any(p.glob("*.dist-info")):
-            out.append(p)
+        if os.path.basename(entry) in ("site-packages", "dist-packages") or _has_dist_info(entry):
+            out.append(Path(entry))
     return out
+
+
+def _has_dist_info(folder: str) -> bool:
+    try:
+        with os.scandir(folder) as it:
+            return any(e.name.endswith(".dist-info") for e in it)
+    except OSError:
+        return False
 
 
 def torch_cuda(torch_dir: Path) -> str | None:
@@ -113,8 +124,12 @@ def walk_libs(root: Path, limit: int = MAX_WALK_FILES) -> list[str]:
 def cudart_versions(site: Path) -> dict[int, str]:
     """Major -> "major.minor" of the CUDA runtime wheels installed in ``site`` (nvidia-cuda-runtime*)."""
     out: dict[int, str] = {}
-    for info in site.glob("nvidia_cuda_runtime*.dist-info"):
-        m = re.match(r"nvidia_cuda_runtime(?:_cu\d+)?-(\d+)\.(\d+)", info.name)
+    try:
+        names = [n for n in os.listdir(site) if n.startswith("nvidia_cuda_runtime") and n.endswith(".dist-info")]
+    except OSError:
+        names = []
+    for name in names:
+        m = re.match(r"nvidia_cuda_runtime(?:_cu\d+)?-(\d+)\.(\d+)", name)
         if m:
             out[int(m.group(1))] = f"{m.group(1)}.{m.group(2)}"
     return out
@@ -123,13 +138,14 @@ def cudart_versions(site: Path) -> dict[int, str]:
 def classify(path: str, site: Path | None, torch_root: Path | None, torch_cuda_version: str | None,
              runtimes: dict[int, str]) -> Candidate:
     """Role, owner and CUDA runtime of one library found in ``site`` (or elsewhere)."""
-    p = Path(path)
-    name = p.name
+    # plain string work: this runs for every library on preflight's path, and pathlib costs 10x
+    name = os.path.basename(path)
     m = CUDART.match(name)
-    if torch_root is not None and _under(p, torch_root):
+    if torch_root is not None and _under(path, str(torch_root)):
         return Candidate(path, TORCH, "torch", torch_cuda_version)
-    if site is not None and _under(p, site / "nvidia"):
-        owner = p.relative_to(site / "nvidia").parts[0]
+    nvidia = os.path.join(str(site), "nvidia") if site is not None else None
+    if nvidia is not None and _under(path, nvidia):
+        owner = path[len(nvidia) + 1:].split(os.sep, 1)[0]
         runtime = None
         if m and m.group(2):
             runtime = runtimes.get(int(m.group(2)), m.group(2))
@@ -137,16 +153,15 @@ def classify(path: str, site: Path | None, torch_root: Path | None, torch_cuda_v
             major = re.search(r"cu(\d{2})\b", owner + "/" + name)
             runtime = runtimes.get(int(major.group(1)), major.group(1)) if major else None
         return Candidate(path, CUDA_WHEEL, owner, runtime, in_stack=torch_cuda_version is not None)
-    role, owner = PACKAGE, (p.relative_to(site).parts[0] if site is not None and _under(p, site) else str(p.parent))
-    return Candidate(path, role, owner, runtimes.get(int(m.group(2)), m.group(2)) if m and m.group(2) else None)
+    if site is not None and _under(path, str(site)):
+        owner = path[len(str(site)) + 1:].split(os.sep, 1)[0]
+    else:
+        owner = os.path.dirname(path)
+    return Candidate(path, PACKAGE, owner, runtimes.get(int(m.group(2)), m.group(2)) if m and m.group(2) else None)
 
 
-def _under(p: Path, root: Path) -> bool:
-    try:
-        p.relative_to(root)
-        return True
-    except ValueError:
-        return False
+def _under(path: str, root: str) -> bool:
+    return path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def runtime_from_needed(needed: list[str], torch_cuda_version: str | None, runtimes: dict[int, str]) -> str | None:
