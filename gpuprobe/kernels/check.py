@@ -17,6 +17,11 @@ from gpuprobe.kernels.scan import ScanCache, Summary
 from gpuprobe.kernels.verdict import (CANNOT_RUN, JIT, BinaryVerdict, Target, judge, remedies, stack_verdict)
 
 
+# the order binaries are listed in: what the user installed first, the CUDA wheels under it after
+ROLE_ORDER = {discover.GIVEN: 0, discover.TORCH: 1, discover.DFLEX: 2, discover.EXTENSION: 3, discover.PACKAGE: 4,
+              discover.CUDA_WHEEL: 5}
+
+
 class CheckError(ValueError):
     """Bad input for a check (unknown GPU model, a path that is not a binary): a usage error."""
 
@@ -27,6 +32,7 @@ class Environment:
     torch_cuda: str | None = None
     torch_dir: str | None = None
     candidates: list[Candidate] = field(default_factory=list)
+    runtimes: dict[int, str] = field(default_factory=dict)   # CUDA runtime wheels installed: major -> "13.0"
 
 
 @dataclass
@@ -116,11 +122,13 @@ def environment(cache: ScanCache, include_env: bool = True) -> Environment:
     seen: set[str] = set()
     for site in discover.site_dirs():
         runtimes = discover.cudart_versions(site)
+        env.runtimes.update(runtimes)
+        wheels = discover.wheel_majors(site)
         for path in cache.site_libs(site, discover.walk_libs):
             if path in seen:
                 continue
             seen.add(path)
-            env.candidates.append(discover.classify(path, site, tdir, env.torch_cuda, runtimes))
+            env.candidates.append(discover.classify(path, site, tdir, env.torch_cuda, runtimes, wheels))
     dk = discover.dflex_kernels_dir()
     for root, role in ([(dk, discover.DFLEX)] if dk and dk.is_dir() else []) + \
                       [(d, discover.EXTENSION) for d in discover.extension_dirs()]:
@@ -159,9 +167,7 @@ def check(target: Target, paths: list[str] | None = None, include_env: bool = Tr
     cache = ScanCache(cache_path, enabled=use_cache)
     env = environment(cache, include_env=include_env)
     extra, named_files = given(list(paths or []))
-    runtimes_all: dict[int, str] = {}
-    for site in discover.site_dirs():
-        runtimes_all.update(discover.cudart_versions(site))
+    runtimes_all = env.runtimes or {k: v for site in discover.site_dirs() for k, v in discover.cudart_versions(site).items()}
     jit_cache = jitcache.inspect(measure_used=measure_cache_use)
     binaries: list[BinaryVerdict] = []
     by_path = {c.path: c for c in env.candidates}
@@ -179,7 +185,7 @@ def check(target: Target, paths: list[str] | None = None, include_env: bool = Tr
             c.runtime = discover.runtime_from_needed([s.cudart], env.torch_cuda, runtimes_all)
         binaries.append(judge(c, s, target, jit_cache))
     cache.save()
-    binaries.sort(key=lambda b: (not b.candidate.in_stack, b.candidate.role, b.path))
+    binaries.sort(key=lambda b: (not b.candidate.in_stack, ROLE_ORDER.get(b.candidate.role, 9), b.path))
     verdict = stack_verdict(binaries)
     return Report(target=target, binaries=binaries, verdict=verdict,
                   remedies=remedies(binaries, target, env.torch_version, env.torch_cuda, jit_cache),

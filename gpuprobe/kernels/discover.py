@@ -135,8 +135,22 @@ def cudart_versions(site: Path) -> dict[int, str]:
     return out
 
 
+def wheel_majors(site: Path) -> dict[str, int]:
+    """CUDA major of each nvidia/<folder> from its wheel's name: nvidia_cudnn_cu13-9.24.dist-info -> cudnn: 13."""
+    out: dict[str, int] = {}
+    try:
+        names = os.listdir(site)
+    except OSError:
+        return out
+    for name in names:
+        m = re.match(r"nvidia_([a-z0-9_]+?)_cu(\d{2})-.*\.dist-info$", name)
+        if m:
+            out.setdefault(m.group(1), int(m.group(2)))
+    return out
+
+
 def classify(path: str, site: Path | None, torch_root: Path | None, torch_cuda_version: str | None,
-             runtimes: dict[int, str]) -> Candidate:
+             runtimes: dict[int, str], wheels: dict[str, int] | None = None) -> Candidate:
     """Role, owner and CUDA runtime of one library found in ``site`` (or elsewhere)."""
     # plain string work: this runs for every library on preflight's path, and pathlib costs 10x
     name = os.path.basename(path)
@@ -150,8 +164,10 @@ def classify(path: str, site: Path | None, torch_root: Path | None, torch_cuda_v
         if m and m.group(2):
             runtime = runtimes.get(int(m.group(2)), m.group(2))
         else:
+            # nvidia/cu13/lib (CUDA 13 wheels), else the folder's wheel name (nvidia_cudnn_cu13 for nvidia/cudnn)
             major = re.search(r"cu(\d{2})\b", owner + "/" + name)
-            runtime = runtimes.get(int(major.group(1)), major.group(1)) if major else None
+            n = int(major.group(1)) if major else (wheels or {}).get(owner)
+            runtime = runtimes.get(n, str(n)) if n else None
         return Candidate(path, CUDA_WHEEL, owner, runtime, in_stack=torch_cuda_version is not None)
     if site is not None and _under(path, str(site)):
         owner = path[len(str(site)) + 1:].split(os.sep, 1)[0]

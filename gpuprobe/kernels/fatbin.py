@@ -38,6 +38,9 @@ FLAG_COMPRESSED = 0x8000 | 0x2000     # zstd (CUDA 13) | LZ4 (CUDA 11-12)
 FLAG_ARCH_SPECIFIC = 0x100000         # sm_90a: this exact architecture only
 FLAG_FAMILY = 0x200000                # sm_100f: this family (same major), minor >= its own
 ENTRY_MIN_HEADER = 64
+# the 64 bytes every entry header starts with, in one unpack (a big library has thousands of entries)
+_ENTRY = struct.Struct("<HxxIQIxxxxHHI8xQ8xQ")
+_CONTAINER = struct.Struct("<4sHHQ")
 
 __all__ = ["Image", "Listing", "read", "NotElf"]
 
@@ -102,45 +105,52 @@ def read(path: str | os.PathLike) -> Listing:
 
     Raises :class:`NotElf` for anything that is not a 64-bit little-endian ELF file.
     """
-    with ElfFile(path) as elf:
-        listing = Listing(path=os.fspath(path), needed=elf.needed(), soname=elf.soname())
-        section = elf.section(FATBIN_SECTION)
-        if section is not None:
-            _walk_section(elf.map, section.offset, section.offset + section.size, listing)
+    listing = Listing(path=os.fspath(path))
+    for kind, arch, variant, version, stored, size, compressed in walk(path, listing):
+        listing.images.append(Image(kind, arch, variant, version, stored, size, compressed))
     return listing
 
 
-def _walk_section(m, start: int, end: int, out: Listing) -> None:
+def walk(path: str | os.PathLike, out: Listing):
+    """Each entry as a tuple (kind, arch, variant, version, stored bytes, bytes, compressed), in file order.
+
+    Fills ``out``'s containers, needed, soname and problems on the way.
+    """
+    with ElfFile(path) as elf:
+        out.needed, out.soname = elf.needed(), elf.soname()
+        section = elf.section(FATBIN_SECTION)
+        if section is not None:
+            yield from _walk_section(elf.map, section.offset, section.offset + section.size, out)
+
+
+def _walk_section(m, start: int, end: int, out: Listing):
     pos = start
     while pos + 16 <= end:
-        if m[pos:pos + 4] != CONTAINER_MAGIC:
+        magic, _version, header_size, body = _CONTAINER.unpack_from(m, pos)
+        if magic != CONTAINER_MAGIC:
             pos = m.find(CONTAINER_MAGIC, pos, end)   # padding between containers
             if pos < 0:
                 return
             continue
-        _version, header_size, body = struct.unpack_from("<HHQ", m, pos + 4)
         first, stop = pos + header_size, pos + header_size + body
         if header_size < 16 or stop > end:
             out.problems.append(f"container at +{pos - start:#x} runs past the section; rest skipped")
             return
         out.containers += 1
-        _walk_container(m, first, stop, pos - start, out)
+        yield from _walk_container(m, first, stop, pos - start, out)
         pos = stop
 
 
-def _walk_container(m, pos: int, stop: int, where: int, out: Listing) -> None:
+def _walk_container(m, pos: int, stop: int, where: int, out: Listing):
+    unpack = _ENTRY.unpack_from
     while pos + ENTRY_MIN_HEADER <= stop:
-        kind, header_size, stored = struct.unpack_from("<HxxIQ", m, pos)
-        compressed_size, minor, major, arch = struct.unpack_from("<IxxxxHHI", m, pos + 16)
-        flags, uncompressed = struct.unpack_from("<Q8xQ", m, pos + 40)
+        kind, header_size, stored, compressed_size, minor, major, arch, flags, uncompressed = unpack(m, pos)
         if header_size < ENTRY_MIN_HEADER or pos + header_size + stored > stop:
             out.problems.append(f"entry at container +{where:#x} is malformed; rest of the container skipped")
             return
-        if kind in (KIND_PTX, KIND_ELF):
+        if kind == KIND_PTX or kind == KIND_ELF:
             compressed = bool(flags & FLAG_COMPRESSED) or compressed_size > 0
             variant = "a" if flags & FLAG_ARCH_SPECIFIC else "f" if flags & FLAG_FAMILY else ""
-            out.images.append(Image(
-                kind="ptx" if kind == KIND_PTX else "sass", arch=arch, variant=variant,
-                version=f"{major}.{minor}", stored_bytes=stored,
-                bytes=(uncompressed or stored) if compressed else stored, compressed=compressed))
+            yield ("ptx" if kind == KIND_PTX else "sass", arch, variant, f"{major}.{minor}", stored,
+                   (uncompressed or stored) if compressed else stored, compressed)
         pos += header_size + stored

@@ -78,25 +78,26 @@ class Summary:
                    groups=[Group(*g) for g in d.get("groups") or []])
 
 
-def summarise(listing: fatbin.Listing) -> Summary:
-    groups: dict[tuple, Group] = {}
-    for im in listing.images:
-        key = (im.kind, im.arch, im.variant, im.version)
-        g = groups.get(key)
+def summarise(path: str) -> Summary:
+    """Read ``path``'s entries straight into groups (no per-entry objects: libcublasLt has thousands)."""
+    listing = fatbin.Listing(path=path)
+    groups: dict[tuple, list] = {}
+    for kind, arch, variant, version, stored, size, compressed in fatbin.walk(path, listing):
+        g = groups.get((kind, arch, variant, version))
         if g is None:
-            g = groups[key] = Group(im.kind, im.arch, im.variant, im.version, 0, 0, 0, 0)
-        g.count += 1
-        g.stored_bytes += im.stored_bytes
-        g.bytes += im.bytes
-        g.compressed += int(im.compressed)
+            g = groups[(kind, arch, variant, version)] = [0, 0, 0, 0]
+        g[0] += 1
+        g[1] += stored
+        g[2] += size
+        g[3] += compressed
     cudart = next((n for n in listing.needed if CUDART.match(n)), None)
-    return Summary(containers=listing.containers, groups=[groups[k] for k in sorted(groups)], cudart=cudart,
+    return Summary(containers=listing.containers, groups=[Group(*k, *groups[k]) for k in sorted(groups)], cudart=cudart,
                    soname=listing.soname, problems=listing.problems)
 
 
 def read_summary(path: str) -> Summary:
     try:
-        return summarise(fatbin.read(path))
+        return summarise(path)
     except fatbin.NotElf as exc:
         return Summary(error=str(exc))
     except OSError as exc:

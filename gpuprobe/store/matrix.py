@@ -204,13 +204,13 @@ def build(folders: list[Path], view: str = "stack", flt: MatrixFilter | None = N
     if unknown:
         raise MatrixError(f"unknown stage {', '.join(sorted(unknown))} (known: {', '.join(known)})")
     ev = open_evidence(folders, cache=cache)
-    # the user's jobs (attach/watch) and static checks (gpuprobe kernels --save) get a column once some exist
-    present = {s for s in STATIC_STAGES + OBSERVED_STAGES
-               if ev.conn.execute("SELECT 1 FROM runs WHERE stage=? LIMIT 1", (s,)).fetchone()}
-    stages = [s for s in known if (not flt.stages or s in flt.stages)
-              and (s not in OBSERVED_STAGES + STATIC_STAGES or s in present)]
     try:
         assert ev.conn is not None
+        # the user's jobs (attach/watch) and static checks (gpuprobe kernels --save) get a column once some exist
+        present = {s for s in STATIC_STAGES + OBSERVED_STAGES
+                   if ev.conn.execute("SELECT 1 FROM runs WHERE stage=? LIMIT 1", (s,)).fetchone()}
+        stages = [s for s in known if (not flt.stages or s in flt.stages)
+                  and (s not in OBSERVED_STAGES + STATIC_STAGES or s in present)]
         key = _answer_key(ev, view, flt)
         cached = _stored_answer(ev.conn, key) if key else None
         if cached is not None:

@@ -120,3 +120,18 @@ def test_named_targets():
           "cuda_driver_version": "12.9"}
     assert check.target_from(fingerprint=fp).to_contract()["driver_cuda"] == "12.9"
     assert check.target_from(fingerprint=fp, driver="580.65.06").driver_cuda == "13.0"
+
+
+def test_cuda_wheel_runtime_from_its_folder_or_its_wheel_name(tmp_path):
+    """The layout torch 2.14.1+cu130's wheels install: nvidia/cu13/lib/*, nvidia/cudnn/lib/* from nvidia-cudnn-cu13."""
+    from gpuprobe.kernels import discover
+
+    site = tmp_path / "site-packages"
+    (site / "nvidia_cudnn_cu13-9.24.0.43.dist-info").mkdir(parents=True)
+    (site / "nvidia_cuda_runtime-13.0.96.dist-info").mkdir()
+    runtimes, wheels = discover.cudart_versions(site), discover.wheel_majors(site)
+    assert runtimes == {13: "13.0"} and wheels == {"cudnn": 13}
+    c = discover.classify(str(site / "nvidia" / "cudnn" / "lib" / "libcudnn_ops.so.9"), site, None, "13.0", runtimes, wheels)
+    assert (c.role, c.owner, c.runtime, c.in_stack) == ("cuda-wheel", "cudnn", "13.0", True)
+    c = discover.classify(str(site / "nvidia" / "cu13" / "lib" / "libcublasLt.so.13"), site, None, None, runtimes, wheels)
+    assert (c.owner, c.runtime, c.in_stack) == ("cu13", "13.0", False)   # a CPU torch never loads them
