@@ -88,22 +88,7 @@ def stack_of(fp: dict) -> dict[str, str]:
     """The stack key of a fingerprint dict (same fields as ``Fingerprint.stack_key``)."""
     from gpuprobe.node.fingerprint import Fingerprint
 
-    return safe_stack_key(Fingerprint.from_dict(fp))
-
-
-def safe_stack_key(fp: object) -> dict[str, str]:
-    """``Fingerprint.stack_key()``, also for a GPU whose NVML fields are ``{"not_available": ...}``
-    (a lost GPU): such a field reads as "unknown" instead of failing."""
-    gpus = getattr(fp, "gpus")
-    if gpus and isinstance(gpus[0], dict):
-        clean = dict(gpus[0])
-        for k in ("name", "compute_capability"):
-            if k in clean and not isinstance(clean[k], str):
-                clean[k] = "unknown GPU" if k == "name" else None
-        if "error" in clean and "name" not in clean:
-            clean["name"] = "unknown GPU"
-        fp = type(fp)(**{**fp.__dict__, "gpus": [clean, *gpus[1:]]})  # type: ignore[arg-type]
-    return fp.stack_key()  # type: ignore[attr-defined]
+    return Fingerprint.from_dict(fp).stack_key()
 
 
 def stack_id(key: dict[str, str]) -> str:
