@@ -192,7 +192,10 @@ def print_stage_detail(console: Console, s: dict, full: bool = False, run_id: st
     stacks = ev.get("stacks") or {}
     if stacks.get("text"):
         line(console, f"stacks ({stacks.get('method')}):", "bold")
-        console.print(Text(stacks["text"].rstrip()), soft_wrap=not console.is_terminal)
+        for raw in stacks["text"].rstrip().splitlines():   # keep the stack's own indentation
+            body = raw.lstrip()
+            lead = raw[: len(raw) - len(body)]
+            lines(console, body, lead, lead + "    ")
     elif stacks.get("attempts"):
         lines(console, f"stacks: none ({'; '.join(a.get('error', '') for a in stacks['attempts'])})")
     for p in (ev.get("process") or {}).get("processes") or []:

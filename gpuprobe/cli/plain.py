@@ -17,11 +17,20 @@ def width() -> int:
 
 def wrap(text: str, indent: str = "", hang: str | None = None, cols: int | None = None) -> list[str]:
     """``text`` as lines of at most ``cols`` characters, first line after ``indent``,
-    the others after ``hang`` (default: ``indent`` plus two spaces)."""
+    the others after ``hang`` (default: ``indent`` plus two spaces).
+
+    A single word longer than a whole line (a deep path in a stack) keeps its end, where
+    the file name and line number are, after an ellipsis: cut, never broken over lines.
+    """
     cols = cols or width()
     hang = indent + "  " if hang is None else hang
+    room = cols - max(len(indent), len(hang))
+    text = " ".join(w if len(w) <= room else ELLIPSIS + w[-(room - 1):] for w in text.split())
     return textwrap.wrap(text, width=cols, initial_indent=indent, subsequent_indent=hang,
                          break_long_words=False, break_on_hyphens=False) or [indent.rstrip()]
+
+
+ELLIPSIS = "\u2026"
 
 
 def preflight_view(v: dict) -> str:
