@@ -44,6 +44,9 @@ class RunConfig:
     device: str = "auto"                  # auto | cpu | cuda
     gpus: list[int] | None = None         # GPU indices for the GPU stages (default: [0])
     fork_server: bool = True
+    # the fork server's imports (torch, the trainer) are not a stage's own work: they get
+    # this long (or the stage's timeout, if longer) before they count as that stage's hang
+    preload_timeout_s: float = 120.0
     options: dict = field(default_factory=dict)   # {"buffer": {"bisect": True}, "*": {...}}
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     keep_scratch: bool = False
@@ -231,7 +234,8 @@ class Runner:
         server = self._server
         if server.ready is not None or self._server_failed:
             return None
-        sup = supervise(_ServerReady(server), EventTail(server.events), spec.timeout_s,
+        bound = max(spec.timeout_s, self.cfg.preload_timeout_s)
+        sup = supervise(_ServerReady(server), EventTail(server.events), bound,
                         lambda ev: self.on_event(spec.name, gpu, ev))
         if server.ready is not None:
             self.preload = {"imports_s": server.ready.get("imports"), "errors": server.ready.get("errors")}
@@ -241,7 +245,7 @@ class Runner:
         if sup.outcome == "exited":  # the server died while importing: stages start directly
             self._server_failed = f"fork server exited with {sup.returncode} while importing"
             return None
-        result = self._verdict(base, spec, server, sup, server.stacks, server.log)
+        result = self._verdict(base, replace(spec, timeout_s=bound), server, sup, server.stacks, server.log)
         result.reason = f"importing {', '.join(spec.preload)} did not finish: {result.reason}"
         self._server_failed = "fork server hung while importing"
         self._server = None
