@@ -101,3 +101,30 @@ def test_run_and_show_of_a_hang_fit_80_columns(tmp_path):
     assert_fits(gpuprobe(["show", "latest", "--results", str(results)], 80).stdout, wide.stdout)
     terminal = gpuprobe(["show", "latest", "--results", str(results)], 80, tty=True).stdout
     assert_fits(terminal, gpuprobe(["show", "latest", "--results", str(results)], 400, tty=True).stdout)
+
+
+def test_long_hints_go_below_the_table_once(tmp_path):
+    """The dflex install hint (or NVML's 'not found') fills no table cell: a note below, once."""
+    results = tmp_path / "r"
+    run = gpuprobe(["run", "--device", "cpu", "--stage", "sim", "--set", "alloc.cpu_max_mib=64",
+                    "--set", "sim.bundled_steps=2", "--set", "sim.bundled_num_envs=2", "--results", str(results)], 200)
+    assert run.returncode == 0, run.stderr
+    out = ANSI.sub("", gpuprobe(["show", "latest", "--results", str(results)], 200, tty=True).stdout)
+    assert "│" in out or "┃" in out                           # a table at 200 columns
+    sim_reason = next(ln for ln in out.splitlines() if ln.startswith("note ") and "dflex" in ln)
+    assert out.count(sim_reason) == 1
+    table_rows = [ln for ln in out.splitlines() if ln.startswith("│") or ln.startswith("┃")]
+    assert all(len(ln) <= 200 for ln in table_rows) and len(table_rows) <= 8   # one row per stage, no 15-row cells
+
+
+def test_a_failed_sim_does_not_skip_buffer(tmp_path):
+    """Requirements, not order: sim fails (a failpoint raising at its first mark), buffer still runs."""
+    results = tmp_path / "r"
+    run = gpuprobe(["run", "--device", "cpu", "--stage", "buffer", "--set", "alloc.cpu_max_mib=64",
+                    "--set", "buffer.capacities=[]", "--set", "buffer.capacity=2000", "--set", "buffer.samples=3",
+                    "--results", str(results), "--json"], 200, {"GPUPROBE_FAILPOINTS": "sim.*=raise"})
+    import json
+
+    stages = {s["stage"]: s for s in json.loads(run.stdout)["stages"]}
+    assert stages["sim"]["status"] == "fail" and run.returncode == 1
+    assert stages["buffer"]["status"] == "pass", stages["buffer"].get("reason")

@@ -17,16 +17,15 @@ A corrupt index is deleted and rebuilt: it holds nothing the result files do not
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import sqlite3
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 from gpuprobe.store.results import SUFFIX, ResultFileError, read_result
 
@@ -152,13 +151,17 @@ def extract(doc: dict) -> tuple[dict, list[tuple], dict]:
     return facts, rows, stack_row
 
 
-def index_paths(folder: Path) -> list[Path]:
+def index_paths(folder: Path) -> Iterator[Path]:
     """Where the index may live, in order: beside the results, then the user cache folder
-    (a read-only or foreign results folder)."""
+    (a read-only or foreign results folder). A generator: preflight, which finds the first
+    usable, never imports what only the second needs."""
+    yield folder / INDEX_NAME
+    import hashlib
+
     import platformdirs
 
     digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:20]
-    return [folder / INDEX_NAME, platformdirs.user_cache_path("gpuprobe") / "index" / f"{digest}.sqlite"]
+    yield platformdirs.user_cache_path("gpuprobe") / "index" / f"{digest}.sqlite"
 
 
 class ResultIndex:
@@ -209,6 +212,8 @@ class ResultIndex:
                 continue
             self.path = path
             return conn
+        import tempfile
+
         fd, tmp = tempfile.mkstemp(prefix="gpuprobe-index-", suffix=".sqlite")
         os.close(fd)
         self._throwaway = Path(tmp)

@@ -19,8 +19,7 @@ finished (``complete`` stays false). Files are named ``<run_id>.result.json``.
 from __future__ import annotations
 
 import json
-import secrets
-import socket
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -88,7 +87,9 @@ def utc_now() -> str:
 
 def new_run_id(hostname: str | None = None) -> str:
     """Sortable by time, unique across nodes writing into one folder."""
-    host = (hostname or socket.gethostname()).split(".")[0]
+    import secrets   # here, not at the top: preflight reads results and never names a run
+
+    host = (hostname or os.uname().nodename).split(".")[0]
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return f"{stamp}-{host}-{secrets.token_hex(3)}"
 
