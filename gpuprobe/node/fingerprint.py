@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import platform
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,8 +85,6 @@ def cpu_model() -> str:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform   # rare: a CPU /proc/cpuinfo does not name
-
     return platform.processor() or platform.machine()
 
 
@@ -177,13 +175,12 @@ def take(nvml: Nvml | None = None) -> Fingerprint:
     finally:
         if own:
             nv.shutdown()
-    # os.uname() and sys.version_info, not the platform module: preflight's start-up pays for every import
-    uname = os.uname()
+    uname = platform.uname()
     return Fingerprint(
         hostname=os.uname().nodename,   # gethostname(), without importing socket
         os=_os_release(),
         kernel=uname.release,
-        python="%d.%d.%d" % sys.version_info[:3],
+        python=platform.python_version(),
         cpu_model=cpu_model(),
         cpu_count=os.cpu_count() or 0,
         ram_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),  # what psutil reports, without its import
@@ -208,17 +205,11 @@ def cpu_allotment() -> dict:
 
 
 def _os_release() -> str:
-    """PRETTY_NAME from os-release(5), as platform.freedesktop_os_release() reads it."""
-    for path in ("/etc/os-release", "/usr/lib/os-release"):
-        try:
-            with open(path, encoding="utf-8") as fh:
-                info = dict(line.rstrip("\n").split("=", 1) for line in fh if "=" in line and not line.startswith("#"))
-        except OSError:
-            continue
-        name = info.get("PRETTY_NAME") or info.get("NAME") or "Linux"
-        return name.strip().strip("\"'")
-    uname = os.uname()
-    return f"{uname.sysname} {uname.release}"
+    try:
+        info = platform.freedesktop_os_release()
+        return info.get("PRETTY_NAME") or info.get("NAME", "Linux")
+    except OSError:
+        return f"{platform.system()} {platform.release()}"
 
 
 def load(path: Path) -> Fingerprint:
