@@ -69,7 +69,7 @@ def generate(folder: Path, n: int, seed: int = 1) -> None:
 
 def time_cli(args: list[str]) -> float:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", "from gpuprobe.cli.preflight import console_main; console_main()",
+    proc = subprocess.run([sys.executable, "-m", "gpuprobe",
                            *args], capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:

@@ -2,8 +2,9 @@
 
     python benchmarks/preflight_latency.py [--repeat 15] [--results DIR]
 
-Both commands run through the same launcher (the `gpuprobe` console script and `python`,
-found on PATH, pyenv shims included), alternating, so machine noise hits both alike.
+Goal: preflight's start-up and answer <= 3 x `python -c pass`. Three commands alternate, so
+machine noise hits them alike: `python -c pass`, the `gpuprobe` console script and
+`python -m gpuprobe preflight` (the interpreter of the `gpuprobe` script, found on PATH).
 The evidence folder is the test fixtures' field report copied to a temporary folder
 (unless --results), its index is warmed first, and the node is an L40S through the NVML
 fake (GPUPROBE_FAKE_NVML=l40s): the answer is "known-incompatible", exit 4.
@@ -46,21 +47,49 @@ def measure(results: Path, repeat: int, bytecode: bool) -> dict:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = prefix
     gpuprobe = shutil.which("gpuprobe") or "gpuprobe"
-    python = shutil.which("python") or "python"
+    python = _script_python(gpuprobe)
     pf_cmd = [gpuprobe, "preflight", "--results", str(results)]
+    module_cmd = [python, "-m", "gpuprobe", "preflight", "--results", str(results)]
     for _ in range(2):  # warm the index, the page cache and the bytecode
         _time(pf_cmd, env, 4)
+        _time(module_cmd, env, 4)
         _time([python, "-c", "pass"], env, 0)
-    pf, base = [], []
+    pf, mod, base = [], [], []
     for _ in range(repeat):
         base.append(_time([python, "-c", "pass"], env, 0))
         pf.append(_time(pf_cmd, env, 4))
+        mod.append(_time(module_cmd, env, 4))
+    imports = _slowest_imports(module_cmd, env)
     if prefix:
         shutil.rmtree(prefix, ignore_errors=True)
-    pf_med, base_med = statistics.median(pf), statistics.median(base)
-    return {"preflight_median_s": round(pf_med, 4), "python_pass_median_s": round(base_med, 4),
-            "ratio": round(pf_med / base_med, 2), "preflight_all_s": [round(x, 3) for x in pf],
-            "python_pass_all_s": [round(x, 3) for x in base]}
+    pf_med, mod_med, base_med = statistics.median(pf), statistics.median(mod), statistics.median(base)
+    return {"preflight_median_s": round(pf_med, 4), "python_m_gpuprobe_median_s": round(mod_med, 4),
+            "python_pass_median_s": round(base_med, 4), "ratio": round(pf_med / base_med, 2),
+            "ratio_python_m": round(mod_med / base_med, 2), "preflight_all_s": [round(x, 3) for x in pf],
+            "python_pass_all_s": [round(x, 3) for x in base], "slowest_imports_ms": imports}
+
+
+def _script_python(script: str) -> str:
+    """The interpreter a console script runs with (its #! line), so both sides start the same Python."""
+    try:
+        with open(script, encoding="utf-8") as fh:
+            first = fh.readline()
+        if first.startswith("#!") and os.path.exists(first[2:].strip().split()[0]):
+            return first[2:].strip().split()[0]
+    except OSError:
+        pass
+    return shutil.which("python") or "python"
+
+
+def _slowest_imports(cmd: list[str], env: dict, top: int = 12) -> dict[str, float]:
+    """What preflight still imports, cumulative ms from ``python -X importtime`` (top-level modules)."""
+    proc = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], capture_output=True, text=True, env=env)
+    rows = []
+    for line in proc.stderr.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit() and not parts[2].startswith("   "):
+            rows.append((parts[2].strip(), int(parts[1]) / 1000))
+    return dict(sorted(rows, key=lambda r: -r[1])[:top])
 
 
 def main() -> None:

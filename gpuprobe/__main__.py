@@ -1,5 +1,5 @@
 """``python -m gpuprobe`` is the ``gpuprobe`` command (the same entry as the script)."""
 
-from gpuprobe.cli.preflight import console_main
+from gpuprobe.cli.main import main
 
-console_main()
+main()

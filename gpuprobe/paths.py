@@ -12,12 +12,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
+from gpuprobe.exitcodes import UsageProblem
 
 ENV = "GPUPROBE_RESULTS"
 
 
-class ResultsDirError(OSError):
+class ResultsDirError(UsageProblem, OSError):
     """The results folder cannot be created or written."""
 
 
@@ -27,9 +27,18 @@ class ResultsDir:
     source: str   # "--results", "$GPUPROBE_RESULTS", "checkout", "user data folder"
 
 
+def package_root() -> Path:
+    """The folder holding the ``gpuprobe`` package (a checkout, or site-packages)."""
+    return Path(__file__).resolve().parent.parent
+
+
 def checkout_root() -> Path | None:
-    """The source checkout this package runs from, when it does (editable installs)."""
-    root = Path(__file__).resolve().parent.parent
+    """The source checkout this package runs from, when it does (editable installs).
+
+    The one place that finds it: found from the package's location, never the current
+    directory.
+    """
+    root = package_root()
     if (root / "setup.cfg").is_file() and (root / "gpuprobe").is_dir():
         return root
     return None
@@ -43,6 +52,8 @@ def resolve_results_dir(option: str | os.PathLike | None = None) -> ResultsDir:
     root = checkout_root()
     if root is not None:
         return ResultsDir(root / "reports", "checkout")
+    import platformdirs  # only here: preflight on a checkout never pays for it
+
     return ResultsDir(platformdirs.user_data_path("gpuprobe") / "results", "user data folder")
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import tempfile
 import threading
 import weakref
 from collections import deque
@@ -35,7 +34,7 @@ from typing import Any
 
 import torch
 
-from gpuprobe.store.results import current_umask
+from gpuprobe_pwm.checkpoint import atomic_write
 from gpuprobe_pwm.storage import STORAGE_FACTOR, StorageDecision, StorageUnavailable, decide_storage
 
 log = logging.getLogger(__name__)
@@ -429,26 +428,11 @@ class Buffer:
         self._emit("fill", {"steps": len(self), "capacity": self.capacity})
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write state_dict() atomically to ``path``."""
+        """Write state_dict() atomically to ``path`` (the trainer's one atomic writer)."""
         path = Path(path)
         state = self.state_dict()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            os.fchmod(fd, 0o666 & ~current_umask())  # as any new file, not mkstemp's private 0600
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(state, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **overrides: Any) -> Buffer:

@@ -55,30 +55,28 @@ def preflight_gate(general: dict[str, Any], stages: list[str] | None = None) -> 
     if mode == "off":
         log.info("preflight: off (general.preflight=off)")
         return
-    from gpuprobe import exitcodes, paths
-    from gpuprobe.store import preflight as pf
+    from gpuprobe import api   # the only part of gpuprobe the trainer imports (setup.cfg's contract)
 
-    folder = paths.resolve_results_dir(None)
+    folder = api.results_folder()
     try:
-        fp, source = pf.node_fingerprint()
-        verdict = pf.evaluate([folder.path], fp, stages)
-    except pf.PreflightError as exc:
+        verdict, source = api.check(stages, [folder])
+    except api.PreflightError as exc:
         log.error("preflight: %s", exc)
         if mode == "enforce":
-            sys.exit(exitcodes.USAGE)
+            sys.exit(api.EXIT_USAGE)
         return
-    if verdict.verdict == pf.INCOMPATIBLE:
+    if verdict.verdict == api.INCOMPATIBLE:
         message = refusal_message(verdict)
         if mode == "enforce":
             log.error("%s", message)
-            log.error("refusing to train (exit %d); evidence from %s", exitcodes.INCOMPATIBLE, folder.path)
-            sys.exit(exitcodes.INCOMPATIBLE)
+            log.error("refusing to train (exit %d); evidence from %s", api.EXIT_INCOMPATIBLE, folder)
+            sys.exit(api.EXIT_INCOMPATIBLE)
         log.warning("%s\n  general.preflight=warn: training anyway", message)
-    elif verdict.verdict == pf.TRANSIENT:
+    elif verdict.verdict == api.TRANSIENT:
         if mode == "enforce":
-            log.error("preflight: %s (exit %d)", verdict.reason, exitcodes.TEMPFAIL)
-            sys.exit(exitcodes.TEMPFAIL)
+            log.error("preflight: %s (exit %d)", verdict.reason, api.EXIT_TEMPFAIL)
+            sys.exit(api.EXIT_TEMPFAIL)
         log.warning("preflight: %s; general.preflight=warn: training anyway", verdict.reason)
     else:
         log.info("preflight: %s (%s; fingerprint from %s, evidence from %s)", verdict.verdict, verdict.reason,
-                 source, folder.path)
+                 source, folder)

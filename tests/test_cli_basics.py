@@ -66,8 +66,8 @@ def test_bad_failpoint_spec_fails_the_stage_with_reason(gpuprobe_cli):
 def _walk(command: click.Command, path: list[str]):
     yield path, command
     if isinstance(command, click.Group):
-        for name, sub in command.commands.items():
-            yield from _walk(sub, path + [name])
+        for name in command.list_commands(None):
+            yield from _walk(command.get_command(None, name), path + [name])
 
 
 def test_every_command_has_help_with_example_and_exit_codes():

@@ -28,8 +28,8 @@ def test_failpoint_gives_status_and_last_mark(gpuprobe_cli, action, status, code
     assert stage["status"] == status, stage["reason"]
     assert run.returncode == code
     assert stage["last_mark"] == MARK
-    # the bound: the timeout plus 5 s (torch import in the fork server included)
-    assert elapsed < 4 + 5 + 10, "generous bound for a loaded 2-core CI machine"
+    if status == "hang":   # judged at the stage's own deadline (no wall-clock bound: the suite has no timed asserts)
+        assert stage["data"]["timeout_s"] == 4 and stage["duration_s"] >= 4
 
 
 @pytest.mark.parametrize("action, expected", [

@@ -124,10 +124,17 @@ def test_markdown_html_prom(field):
     assert "&lt;and looks like a hang&gt;" in html and "<and looks" not in html
     assert "http://" not in html and "https://" not in html and "<script" not in html
     prom = render.to_prom(m)
-    assert "# TYPE gpuprobe_stage_runs_total counter" in prom
-    assert ('gpuprobe_stage_runs_total{model="L40S",arch="8.9",driver="575.57.08",cuda="12.9",'
-            'torch="2.13.0+cu128",dflex="-",stage="buffer",status="hang"} 3') in prom
-    assert 'gpuprobe_stage_latest_pass{model="L40S"' in prom
+    assert "# TYPE gpuprobe_stage_runs gauge" in prom and "counter" not in prom
+    # unknown labels (dflex "-") are left out, never a placeholder
+    assert ('gpuprobe_stage_runs{model="L40S",arch="8.9",driver="575.57.08",cuda="12.9",'
+            'torch="2.13.0+cu128",stage="buffer",status="hang"} 3') in prom
+    assert '"-"' not in prom
+    # the latest status is a state set of its own: hang is 1, pass (and skip) are 0
+    labels = 'model="L40S",arch="8.9",driver="575.57.08",cuda="12.9",torch="2.13.0+cu128",stage="buffer"'
+    assert f'gpuprobe_stage_latest_status{{{labels},status="hang"}} 1' in prom
+    assert f'gpuprobe_stage_latest_status{{{labels},status="pass"}} 0' in prom
+    assert f'gpuprobe_stage_latest_status{{{labels},status="skip"}} 0' in prom
+    assert "gpuprobe_stage_duration_seconds{" in prom and "_median" not in prom
     for line in prom.splitlines():
         assert line.startswith("#") or line.startswith("gpuprobe_")
     cmp_html = render.to_html(compare([field], "L40S", "H200"))
@@ -135,7 +142,9 @@ def test_markdown_html_prom(field):
 
 
 def test_prom_label_values_are_escaped():
-    assert render._labels({"host": 'a"b\\c\nd'}) == '{host="a\\"b\\\\c\\nd"}'
+    from gpuprobe.store.prom import labels
+
+    assert labels({"host": 'a"b\\c\nd'}) == '{host="a\\"b\\\\c\\nd"}'
 
 
 def test_cli_write_markdown_and_prom_file(field):
@@ -172,4 +181,4 @@ def test_commands_have_examples():
     from gpuprobe.cli.main import cli
 
     for name in ("matrix", "preflight", "report"):
-        assert "Example:" in (cli.commands[name].help or "")
+        assert "Example:" in (cli.get_command(None, name).help or "")

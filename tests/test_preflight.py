@@ -94,12 +94,10 @@ def test_fingerprint_from_a_result_file_or_the_environment(field, monkeypatch):
 
 
 def _cli(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
-    """The installed entry point's code path, in a fresh interpreter."""
-    code = ("import sys; from gpuprobe.cli.preflight import console_main; "
-            "sys.argv = ['gpuprobe'] + sys.argv[1:]; console_main()")
+    """The installed entry point (``python -m gpuprobe`` is the same), in a fresh interpreter."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPROBE_")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=full_env,
+    return subprocess.run([sys.executable, "-m", "gpuprobe", *args], capture_output=True, text=True, env=full_env,
                           timeout=120)
 
 
@@ -108,8 +106,13 @@ def test_cli_exit_codes_and_json(field):
     assert res.returncode == 4, res.stderr
     data = json.loads(res.stdout)
     assert data["verdict"] == "known-incompatible" and data["node"]["hostname"] == "l40s-n9"
-    res = _cli(["preflight", "--results", str(field), "--stages", "cuda,buffer"], env={"GPUPROBE_FAKE_NVML": "h200"})
+    res = _cli(["preflight", "--results", str(field), "--stage", "cuda,buffer"], env={"GPUPROBE_FAKE_NVML": "h200"})
     assert res.returncode == 0 and "preflight: ok" in res.stdout
+    res = _cli(["preflight", "--results", str(field), "--stage", "cuda", "--stage", "buffer"],
+               env={"GPUPROBE_FAKE_NVML": "h200"})
+    assert res.returncode == 0 and [s["stage"] for s in json.loads(_cli(
+        ["preflight", "--results", str(field), "--stage", "cuda", "--stage", "buffer", "--json"],
+        env={"GPUPROBE_FAKE_NVML": "h200"}).stdout)["stages"]] == ["cuda", "buffer"]
     res = _cli(["preflight", "--results", str(field), "--strict"], env={"GPUPROBE_FAKE_NVML": "h200"})
     assert res.returncode == 75
     res = _cli(["preflight", "--results", str(field)], env={"GPUPROBE_FAKE_NVML": "lost"})
@@ -117,18 +120,24 @@ def test_cli_exit_codes_and_json(field):
 
 
 def test_cli_usage_errors_are_one_line(field):
-    for args in (["--stages", "warp"], ["--fingerprint", str(field / "nope.json")], ["--live-timeout", "0"]):
+    for args in (["--stage", "warp"], ["--stages", "cuda"], ["--fingerprint", str(field / "nope.json")], ["--live-timeout", "0"]):
         res = _cli(["preflight", "--results", str(field), *args])
         assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
 
 
-def test_lean_path_imports_neither_rich_nor_torch(field):
-    code = ("import sys; from gpuprobe.cli.preflight import _run_preflight; "
-            f"rc = _run_preflight(['--results', {str(field)!r}, '--fingerprint', {str(L40S_FP)!r}]); "
-            "heavy = [m for m in ('rich', 'torch', 'gpuprobe.cli.main', 'gpuprobe.run.runner') if m in sys.modules]; "
-            "print('HEAVY', heavy, rc)")
+HEAVY = ("rich", "torch", "psutil", "importlib.metadata", "gpuprobe.run.runner", "gpuprobe.cli.run",
+         "gpuprobe.cli.matrix", "jinja2")
+
+
+def test_preflight_imports_only_what_it_uses(field):
+    """Through the one entry point, preflight loads none of the heavy modules (its start-up budget)."""
+    code = ("import sys, atexit; "
+            f"atexit.register(lambda: print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules])); "
+            "from gpuprobe.cli.main import main; "
+            f"main(['preflight', '--results', {str(field)!r}, '--fingerprint', {str(L40S_FP)!r}])")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert "HEAVY [] 4" in res.stdout, res.stdout + res.stderr
+    assert res.returncode == 4, res.stderr
+    assert "HEAVY []" in res.stdout, res.stdout + res.stderr
 
 
 def test_other_commands_still_go_through_the_full_cli():

@@ -8,8 +8,8 @@ import torch
 from gpuprobe.run.options import apply
 from tests.stalling_buffers import mark_names, run_gpuprobe, stage
 
-SMALL = ["--device", "cpu", "--only", "--stage", "buffer", "-o", "buffer.capacity=3000",
-         "-o", "buffer.capacities=[1000]", "-o", "buffer.samples=5"]
+SMALL = ["--device", "cpu", "--only", "--stage", "buffer", "--set", "buffer.capacity=3000",
+         "--set", "buffer.capacities=[1000]", "--set", "buffer.samples=5"]
 STEPS = ("start", "construct", "mem_get_info.start", "mem_get_info", "storage_decision", "alloc.start", "alloc",
          "fill", "first_sample.start", "first_sample", "sample")
 
@@ -57,7 +57,7 @@ def test_storage_arithmetic_pwm_sizes():
 
 
 def test_free_memory_48gb_simulated_decision_without_a_device_allocation(tmp_path):
-    args = ["--device", "cpu", "--only", "--stage", "buffer", "-o", "buffer.capacities=[]", "-o", "buffer.samples=2",
+    args = ["--device", "cpu", "--only", "--stage", "buffer", "--set", "buffer.capacities=[]", "--set", "buffer.samples=2",
             "--free-memory-gb", "48"]
     code, doc = run_gpuprobe(args, str(tmp_path))
     res = stage(doc, "buffer")
@@ -73,7 +73,7 @@ def test_free_memory_48gb_simulated_decision_without_a_device_allocation(tmp_pat
 
 def test_stalling_buffer_impl_is_a_hang_at_the_first_sample_with_its_frames(tmp_path):
     args = SMALL + ["--buffer-impl", "tests.stalling_buffers:DeadlockingBuffer", "--timeout", "4",
-                    "--stall-window", "1.5", "-o", "buffer.capacities=[]"]
+                    "--stall-window", "1.5", "--set", "buffer.capacities=[]"]
     code, doc = run_gpuprobe(args, str(tmp_path))
     res = stage(doc, "buffer")
     assert code == 3 and res["status"] == "hang"
@@ -85,11 +85,11 @@ def test_stalling_buffer_impl_is_a_hang_at_the_first_sample_with_its_frames(tmp_
 
 
 def test_budget_zero_is_over_budget_and_bisect_reports_it(tmp_path):
-    code, doc = run_gpuprobe(SMALL + ["-o", "buffer.budget_s=0"], str(tmp_path))
+    code, doc = run_gpuprobe(SMALL + ["--set", "buffer.budget_s=0"], str(tmp_path))
     res = stage(doc, "buffer")
     assert code == 1 and res["status"] == "fail" and "did not complete within its budget" in res["reason"]
     assert res["data"]["not_attempted"] == [3000] and res["data"]["capacities"][0]["over_budget"]
-    code, doc = run_gpuprobe(SMALL + ["-o", "buffer.budget_s=0", "--bisect"], str(tmp_path))
+    code, doc = run_gpuprobe(SMALL + ["--set", "buffer.budget_s=0", "--bisect"], str(tmp_path))
     res = stage(doc, "buffer")
     assert code == 0 and res["status"] == "pass"
     assert res["data"]["bisect"]["largest_in_budget"] is None

@@ -25,9 +25,9 @@ from gpuprobe_pwm.envs import DFLEX_ENVS
 from tests.stalling_buffers import mark_names, run_gpuprobe, stage
 
 ROOT = Path(__file__).resolve().parent.parent
-BUNDLED = ["-o", "sim.bundled_steps=5", "-o", "sim.bundled_num_envs=4", "-o", "sim.envs=[\"cartpole_swingup\",\"pendulum\"]"]
+BUNDLED = ["--set", "sim.bundled_steps=5", "--set", "sim.bundled_num_envs=4", "--set", "sim.envs=[\"cartpole_swingup\",\"pendulum\"]"]
 ARGS = ["--device", "cpu", "--only", "--stage", "sim", *BUNDLED]
-ONE_ENV = ["-o", "sim.dflex_envs=[\"dflex_hopper\"]", "-o", "sim.num_envs=2", "-o", "sim.steps=3"]
+ONE_ENV = ["--set", "sim.dflex_envs=[\"dflex_hopper\"]", "--set", "sim.num_envs=2", "--set", "sim.steps=3"]
 CACHE_FILES = ("kernels.so", "adjoint.gen", "build.ninja")
 
 
@@ -67,7 +67,7 @@ def test_without_dflex_the_dflex_part_skips_and_the_bundled_envs_pass(tmp_path):
 
 
 def test_real_dflex_passes_with_version_import_time_cache_facts_and_steps_per_env(tmp_path, dflex_package):
-    code, doc = run_gpuprobe(ARGS + ["-o", "sim.num_envs=2", "-o", "sim.steps=3"], str(tmp_path), timeout=300)
+    code, doc = run_gpuprobe(ARGS + ["--set", "sim.num_envs=2", "--set", "sim.steps=3"], str(tmp_path), timeout=300)
     res = stage(doc, "sim")
     assert code == 0 and res["status"] == "pass", res.get("reason")
     dflex = res["data"]["dflex"]
@@ -162,7 +162,7 @@ def test_stale_lock_beside_a_valid_cache_is_a_warning_and_the_stage_passes(tmp_p
 def test_importing_despite_a_stale_lock_hangs_in_filebaton_wait(tmp_path, killed_build):
     _pkg, env = from_killed(killed_build, tmp_path)
     # the timeout leaves room for torch's import and dflex's source check on a busy machine
-    code, doc = run_gpuprobe(ARGS + ONE_ENV + ["-o", "sim.import_despite_lock=true", "--timeout", "45",
+    code, doc = run_gpuprobe(ARGS + ONE_ENV + ["--set", "sim.import_despite_lock=true", "--timeout", "45",
                                                "--stall-window", "5"], str(tmp_path / "r"), extra_env=env, timeout=180)
     res = stage(doc, "sim")
     assert code == 3 and res["status"] == "hang" and res["last_mark"] == "sim.kernel_build"

@@ -8,7 +8,7 @@ from tests.stalling_buffers import mark_names, run_gpuprobe, stage
 
 def test_one_iteration_and_the_first_epoch_pass_with_their_marks(tmp_path):
     args = ["--device", "cpu", "--only", "--stage", "train", "--model-size", "tiny", "--train-epoch",
-            "-o", "train.num_envs=4", "-o", "train.episode_length=24", "-o", "train.buffer_size=2000"]
+            "--set", "train.num_envs=4", "--set", "train.episode_length=24", "--set", "train.buffer_size=2000"]
     code, doc = run_gpuprobe(args, str(tmp_path))
     res = stage(doc, "train")
     assert code == 0 and res["status"] == "pass", res.get("reason")

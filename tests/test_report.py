@@ -34,7 +34,11 @@ def test_cli_latest_and_errors(tmp_path):
     out = tmp_path / "r.html"
     res = runner.invoke(report_cmd, ["--latest", "--results", str(tmp_path), "--format", "html", "-o", str(out)])
     assert res.exit_code == 0 and out.read_text().startswith("<!DOCTYPE html>")
+    # RUN defaults to latest, as in `gpuprobe show`; markdown is the default format (md its old name)
     res = runner.invoke(report_cmd, ["--results", str(tmp_path)])
+    assert res.exit_code == 0 and res.output.startswith("#")
+    assert runner.invoke(report_cmd, ["latest", "--results", str(tmp_path), "--format", "md"]).output == res.output
+    res = runner.invoke(report_cmd, ["nosuchrun", "--latest", "--results", str(tmp_path)])
     assert res.exit_code == 2
     res = runner.invoke(report_cmd, ["nosuchrun", "--results", str(tmp_path)])
     assert res.exit_code == 1 and "no run 'nosuchrun'" in res.output

@@ -18,7 +18,7 @@ IDS = {"buffer-host-storage-cpu-bound", "stale-kernel-build-lock", "ptx-jit-firs
        "cpu-oversubscription", "dflex-numpy-2", "dflex-gym-missing", "dflex-kernels-not-writable",
        "dflex-no-compiler", "dflex-concurrent-kernel-build",   # the dflex rules fire on real runs: test_probe_sim.py
        "ptx-jit-stall-static"}
-BUFFER = ["--device", "cpu", "--only", "--stage", "buffer", "-o", "buffer.capacities=[]", "-o", "buffer.capacity=2000",
+BUFFER = ["--device", "cpu", "--only", "--stage", "buffer", "--set", "buffer.capacities=[]", "--set", "buffer.capacity=2000",
           "--timeout", "4", "--stall-window", "1.5"]
 FP = {"hostname": "l40s-node01", "gpus": [{"index": 0, "name": "NVIDIA L40S", "compute_capability": "8.9"}]}
 
@@ -141,9 +141,9 @@ _HEALTHY: dict = {}
 
 def _healthy_run(factory) -> dict:
     if "doc" not in _HEALTHY:
-        args = ["--device", "cpu", "--stage", "buffer", "-o", "buffer.capacities=[]", "-o", "buffer.capacity=2000",
-                "-o", "buffer.samples=3", "-o", "sim.bundled_steps=3", "-o", "sim.bundled_num_envs=2",
-                "-o", "alloc.cpu_max_mib=64", "--free-memory-gb", "0.0005"]
+        args = ["--device", "cpu", "--stage", "buffer", "--set", "buffer.capacities=[]", "--set", "buffer.capacity=2000",
+                "--set", "buffer.samples=3", "--set", "sim.bundled_steps=3", "--set", "sim.bundled_num_envs=2",
+                "--set", "alloc.cpu_max_mib=64", "--free-memory-gb", "0.0005"]
         code, doc = run_gpuprobe(args, str(factory.mktemp("healthy")))
         assert code == 0, [(s["stage"], s["status"], s.get("reason")) for s in doc["stages"]]
         _HEALTHY["doc"] = doc

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from tests.stalling_buffers import run_gpuprobe, stage
 
-BASE = ["--device", "cpu", "--only", "--stage", "buffer", "-o", "buffer.capacities=[]", "-o", "buffer.capacity=1000",
+BASE = ["--device", "cpu", "--only", "--stage", "buffer", "--set", "buffer.capacities=[]", "--set", "buffer.capacity=1000",
         "--timeout", "4", "--stall-window", "1.5"]
 
 
 def test_slow_sampling_is_slow_with_rate_and_estimate(tmp_path):
-    code, doc = run_gpuprobe(BASE + ["-o", "buffer.samples=1000"], str(tmp_path),
+    code, doc = run_gpuprobe(BASE + ["--set", "buffer.samples=1000"], str(tmp_path),
                              failpoints="buffer.*.sample=delay:0.3")
     res = stage(doc, "buffer")
     assert code == 3 and res["status"] == "slow", res["reason"]
@@ -22,7 +22,7 @@ def test_slow_sampling_is_slow_with_rate_and_estimate(tmp_path):
 
 
 def test_slow_fill_is_slow_with_the_fill_progress(tmp_path):
-    args = BASE + ["-o", "buffer.capacity=100000", "-o", "buffer.episode_length=20", "-o", "buffer.num_envs=1"]
+    args = BASE + ["--set", "buffer.capacity=100000", "--set", "buffer.episode_length=20", "--set", "buffer.num_envs=1"]
     code, doc = run_gpuprobe(args, str(tmp_path), failpoints="buffer.*.fill=delay:0.3")
     res = stage(doc, "buffer")
     assert code == 3 and res["status"] == "slow", res["reason"]
@@ -31,7 +31,7 @@ def test_slow_fill_is_slow_with_the_fill_progress(tmp_path):
 
 
 def test_stopped_sampling_is_a_hang_at_its_mark(tmp_path):
-    code, doc = run_gpuprobe(BASE + ["-o", "buffer.samples=1000"], str(tmp_path),
+    code, doc = run_gpuprobe(BASE + ["--set", "buffer.samples=1000"], str(tmp_path),
                              failpoints="buffer.cap1e3.sample=sleep")
     res = stage(doc, "buffer")
     assert code == 3 and res["status"] == "hang"

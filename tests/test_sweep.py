@@ -57,7 +57,7 @@ def test_script_one_task_per_node_with_absolute_paths(tmp_path: Path) -> None:
     assert srun[:4] == ["srun", "--nodes=4", "--ntasks-per-node=1", "--kill-on-bad-exit=0"]
     probe = srun[srun.index("/opt/venv/bin/python"):]
     assert probe == ["/opt/venv/bin/python", "-m", "gpuprobe", "run", "--results", str(tmp_path / "res"),
-                     "--device", "cuda", "--stage", "buffer", "--timeout", "90", "-o", "buffer.capacity=1e5"]
+                     "--device", "cuda", "--stage", "buffer", "--timeout", "90", "--set", "buffer.capacity=1e5"]
 
 
 def test_script_quotes_odd_paths_and_is_valid_bash(tmp_path: Path) -> None:
@@ -125,7 +125,7 @@ def test_sweep_exit_code(codes, state, expected) -> None:
 
 def test_cli_dry_run_prints_the_script(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["sweep", "-p", "debug", "-N", "2", "--device", "cpu", "--only", "--stage",
-                                      "alloc", "-o", "alloc.cpu_max_mib=32", "--results", str(tmp_path / "r"),
+                                      "alloc", "--set", "alloc.cpu_max_mib=32", "--results", str(tmp_path / "r"),
                                       "--dry-run"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("#!/bin/bash\n")

@@ -15,8 +15,8 @@ pytest.importorskip("torchrl", reason="torchrl is in the [test] extra (pip insta
 
 ROOT = Path(__file__).resolve().parent.parent
 USER_BUFFER = "tests/fixtures/user_buffers/tdmpc2_style.py:Buffer"
-SMALL = ["-o", "buffer.capacities=[]", "-o", "buffer.capacity=1e5", "-o", "buffer.samples=5",
-         "-o", "buffer.num_envs=8"]
+SMALL = ["--set", "buffer.capacities=[]", "--set", "buffer.capacity=1e5", "--set", "buffer.samples=5",
+         "--set", "buffer.num_envs=8"]
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -68,10 +68,6 @@ def parse(spec: str, source: str = ENV) -> list[Failpoint]:
     return points
 
 
-def from_environment() -> list[Failpoint]:
-    return parse(os.environ.get(ENV, ""))
-
-
 # -- the actions: named functions, so that stacks say what happened ---------------
 def failpoint_hang() -> None:
     while True:  # busy loop on purpose: looks like "118% CPU, no output"

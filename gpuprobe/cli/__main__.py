@@ -1,5 +1,5 @@
 """``python -m gpuprobe.cli`` is the ``gpuprobe`` command too."""
 
-from gpuprobe.cli.preflight import console_main
+from gpuprobe.cli.main import main
 
-console_main()
+main()

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from gpuprobe import exitcodes
+from gpuprobe.cli.common import command
 
 
 def verdict_lines(stage: dict, path: Path | None) -> list[str]:
@@ -39,7 +40,8 @@ def verdict_lines(stage: dict, path: Path | None) -> list[str]:
     return lines
 
 
-@click.command("attach")
+@command("attach", exit_codes=((exitcodes.OK, "the job is progressing"), exitcodes.USAGE,
+                              (exitcodes.HANG, "the job is stuck or spinning")))
 @click.argument("pid", type=int, required=False)
 @click.option("--job", "job_id", metavar="JOBID", default=None, help="A SLURM job: its processes on this node.")
 @click.option("--step", default=None, metavar="S", help="With --job: one step (batch, 0, 1, ...).")
@@ -63,7 +65,7 @@ def attach(ctx: click.Context, pid: int | None, job_id: str | None, step: str | 
     a moment to read it; every process of the tree is sent SIGCONT afterwards.
 
     Verdict over the samples: stuck (same stacks, no CPU), spinning (same stacks, busy
-    CPU) or progressing (stacks or output changed). Exit 3 for stuck or spinning.
+    CPU) or progressing (stacks or output changed).
 
     \b
     Example:

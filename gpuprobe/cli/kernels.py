@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from gpuprobe import exitcodes
+from gpuprobe.cli.common import command, results_option
 
 VERDICT_COLOUR = {"native": "green", "jit": "yellow", "no-image": "red", "runtime-newer-than-driver": "red",
                   "ptx-newer-than-driver": "red"}
@@ -54,7 +55,7 @@ def _human(report, show_all: bool) -> str:
     return "\n".join(lines)
 
 
-@click.command()
+@command(exit_codes=(exitcodes.OK, exitcodes.USAGE, exitcodes.INCOMPATIBLE))
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--gpu", "gpu", default=None, metavar="MODEL", help="Judge for this GPU model (L40S, H200, A100, ...).")
 @click.option("--cc", "cc", default=None, metavar="X.Y", help="Judge for this compute capability (e.g. 8.9).")
@@ -67,8 +68,8 @@ def _human(report, show_all: bool) -> str:
 @click.option("--no-cache", is_flag=True, help="Read every binary again instead of using the scan cache.")
 @click.option("--save", is_flag=True, help="Also store the verdict as a result (stage 'kernels', provenance 'static') "
                                            "so the matrix shows it.")
-@click.option("--results", "results", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Results folder for --save. Default: $GPUPROBE_RESULTS, else reports/ of the checkout, else the user data folder.")
+@results_option(multiple=False, help="Results folder for --save. Default: $GPUPROBE_RESULTS, else reports/ of the "
+                                     "checkout, else the user data folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON contract (docs/KERNELS.md) instead of the human view.")
 @click.pass_context
 def kernels(ctx: click.Context, paths: tuple[Path, ...], gpu: str | None, cc: str | None, driver: str | None,

@@ -6,46 +6,36 @@ from pathlib import Path
 
 import click
 
-from gpuprobe.cli.preflight import ExitCodesCommand
+from gpuprobe.cli.common import command, format_option, locate_run, output_option, results_folders, results_option
 
 
-@click.command(cls=ExitCodesCommand)
-@click.argument("run_ref", metavar="RUN", required=False)
-@click.option("--latest", is_flag=True, help="The newest result in the results folder.")
-@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True,
-              help="Markdown or self-contained HTML.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write to FILE (atomically) instead of stdout.")
-@click.option("--results", "results", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Results folder. Default: $GPUPROBE_RESULTS, else reports/ of the checkout, else the user data folder.")
-def report(run_ref: str | None, latest: bool, fmt: str, output: Path | None, results: Path | None) -> None:
+@command(exit_codes=(0, 2))
+@click.argument("run_ref", metavar="RUN", default="latest")
+@click.option("--latest", is_flag=True, hidden=True, help="The same as RUN 'latest' (kept for old scripts).")
+@format_option("markdown", "html", default="markdown")
+@output_option
+@results_option(multiple=True)
+def report(run_ref: str, latest: bool, fmt: str, output: Path | None, results: tuple[Path, ...]) -> None:
     """A report of one run: stages, node and stack, a timeline of the marks, and for each
     stage with evidence its stacks, process and GPU snapshots and signature matches.
 
-    RUN is a result file, a run id (or its prefix), or 'latest'.
+    RUN is a result file, a run id (or a unique prefix of one), or 'latest' (the default):
+    the newest result over the --results folders.
 
     \b
     Example:
-      gpuprobe report --latest --format html -o run.html
+      gpuprobe report latest --format html -o run.html
       gpuprobe report 20261128T2310 > run.md
     """
-    from gpuprobe import paths
+    from gpuprobe.cli.common import write_output
     from gpuprobe.store import report as rp
-    from gpuprobe.store.results import find_run, read_result, write_atomic
+    from gpuprobe.store.results import read_result
 
-    if latest == bool(run_ref):
-        raise click.UsageError("give RUN or --latest (one of them)")
-    folder = paths.resolve_results_dir(results).path
-    try:
-        path = find_run(folder, "latest" if latest else run_ref)  # type: ignore[arg-type]
-    except FileNotFoundError as exc:
-        raise click.ClickException(str(exc)) from None
-    text = rp.render(read_result(path), fmt, path)
+    if latest and run_ref != "latest":
+        raise click.UsageError("give RUN or --latest, not both")
+    path = locate_run(results_folders(results), run_ref)
+    text = rp.render(read_result(path), "md" if fmt == "markdown" else fmt, path)
     if output is None:
         click.echo(text, nl=False)
-        return
-    try:
-        write_atomic(output, text)
-    except OSError as exc:
-        raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
-    click.echo(f"wrote {output}", err=True)
+    else:
+        write_output(output, text)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
+from gpuprobe.cli.common import command, emit_json, json_option
 
-@click.command("signatures")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the human view.")
+
+@command("signatures", exit_codes=(0,))
+@json_option
 def signatures(as_json: bool) -> None:
     """List the known-issue signatures that stage results are matched against.
 
@@ -18,18 +20,18 @@ def signatures(as_json: bool) -> None:
       gpuprobe signatures
       gpuprobe signatures --json
     """
+    from gpuprobe.cli.plain import wrap
     from gpuprobe.signatures import rules
 
     described = [rule.describe() for rule in rules()]
     if as_json:
-        import json
-
-        click.echo(json.dumps(described, indent=2))
+        emit_json(described)
         return
     for rule in described:
         stages = ", ".join(rule["stages"]) or "any stage"
-        click.echo(click.style(f"[{rule['id']}] ", bold=True) + rule["title"])
-        click.echo(f"  applies to: {stages}; status {', '.join(rule['statuses'])}")
-        click.echo(f"  {rule['explanation']}")
-        click.echo(f"  remedy: {rule['remedy']}")
+        first, *rest = wrap(f"[{rule['id']}] {rule['title']}", "", "  ")
+        click.echo(click.style(first, bold=True))
+        for ln in rest + wrap(f"applies to: {stages}; status {', '.join(rule['statuses'])}", "  ", "    ") \
+                + wrap(rule["explanation"], "  ", "  ") + wrap(f"remedy: {rule['remedy']}", "  ", "    "):
+            click.echo(ln)
         click.echo()

@@ -2,83 +2,65 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import time
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from gpuprobe.run.stages import STAGE_NAMES
+from gpuprobe import exitcodes
+from gpuprobe.cli.common import SECONDS, command, json_option, parse_stage_options, results_option, set_option, stage_option
 
 log = logging.getLogger(__name__)
 
 
-def _node_table(rows: list[dict]) -> Table:
-    table = Table(title="sweep: one row per node")
-    for col in ("node", "status", "exit", "stages", "gpus", "run id"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        stages = ", ".join(f"{k} {v}" for k, v in r["stages"].items()) or "-"
-        table.add_row(r["node"], r["status"], "-" if r["exit_code"] is None else str(r["exit_code"]), stages,
-                      ", ".join(r["gpus"]) or "no GPU", r["run_id"] or "-")
-    return table
-
-
-def _matrix_table(matrix: dict) -> Table:
-    table = Table(title=f"matrix ({matrix['view']} view) for these nodes")
-    for col in matrix["columns"] + matrix["stages"]:
-        table.add_column(col, overflow="fold")
-    for row in matrix["rows"]:
-        cells = [(row["cells"].get(s) or {}).get("summary") or "-" for s in matrix["stages"]]
-        table.add_row(*[str(row["key"].get(c, "-")) for c in matrix["columns"]], *cells)
-    return table
-
-
 def _matrix_for(results: Path, nodes: list[str]) -> dict | None:
-    """The matrix library's node view of these hosts, when that library is installed."""
-    if importlib.util.find_spec("gpuprobe.store.matrix") is None:
-        return None
+    """The matrix's node view of these hosts."""
     from gpuprobe.store import matrix
 
     return matrix.build([results], view="node", flt=matrix.MatrixFilter(hosts=tuple(nodes)))
 
 
-@click.command()
+SWEEP_EXIT_CODES = (
+    (exitcodes.OK, "every node passed"),
+    (exitcodes.FAILED, "a node failed, crashed or wrote no result"),
+    (exitcodes.USAGE, "no sbatch, unknown partition or bad options"),
+    (exitcodes.HANG, "a node hung"),
+    (exitcodes.TEMPFAIL, "the wait timed out (the job keeps running; results keep arriving)"),
+)
+
+
+@command(exit_codes=SWEEP_EXIT_CODES)
 @click.option("--partition", "-p", default=None, help="SLURM partition. Default: the cluster's default partition.")
 @click.option("--nodes", "-N", type=click.IntRange(min=1), default=None,
               help="Probe this many nodes (any free ones). Default: 1.")
 @click.option("--nodelist", "-w", default=None, metavar="LIST",
               help="Probe exactly these nodes, SLURM host list syntax: gpu[01-04],gpu07.")
-@click.option("--stage", type=click.Choice(STAGE_NAMES), default=None,
-              help="Run up to this stage on every node (its prerequisites first). Default: every stage.")
+@stage_option("Run up to this stage on every node (gpuprobe run --stage). Default: every stage.")
 @click.option("--only", is_flag=True, help="Run just --stage, without the stages before it.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Passed to gpuprobe run on each node.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--timeout", type=SECONDS, default=None,
               help="Seconds each stage may take on each node (gpuprobe run --timeout).")
-@click.option("-o", "--option", "options", multiple=True, metavar="[STAGE.]KEY=VALUE",
-              help="A stage option passed to gpuprobe run, e.g. -o alloc.cpu_max_mib=64 (repeatable).")
-@click.option("--time", "time_limit", default="00:30:00", show_default=True, help="sbatch --time for the sweep job.")
+@set_option("A stage option passed to gpuprobe run, e.g. --set alloc.cpu_max_mib=64 (repeatable).")
+@click.option("-t", "--time", "time_limit", default="00:30:00", show_default=True,
+              help="sbatch --time for the sweep job.")
 @click.option("--gpus-per-node", type=click.IntRange(min=1), default=None,
               help="sbatch --gpus-per-node (ask for GPUs on GPU partitions).")
 @click.option("--sbatch-arg", "sbatch_args", multiple=True, metavar="ARG",
               help="Extra sbatch option, e.g. --sbatch-arg=--account=proj (repeatable).")
-@click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Shared results folder every node writes into (made absolute). "
-                   "Default: $GPUPROBE_RESULTS, else reports/ of the checkout, else the user data folder.")
+@results_option(multiple=False, help="Shared results folder every node writes into (made absolute). "
+                                     "Default: $GPUPROBE_RESULTS, else reports/ of the checkout, else the user data folder.")
 @click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Job and per-node logs. Default: RESULTS/.sweep-logs (shared, like the results).")
 @click.option("--no-wait", is_flag=True, help="Submit, print the job id, and return.")
-@click.option("--wait-timeout", type=click.FloatRange(min=1), default=1800, show_default=True,
+@click.option("--wait-timeout", type=SECONDS, default=1800, show_default=True,
               help="Seconds to wait for the job (queueing included); then exit 75 with what arrived.")
 @click.option("--poll", "poll_s", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="Seconds between squeue polls.")
 @click.option("--dry-run", is_flag=True, help="Print the sbatch script and submit nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the human view.")
+@json_option
 @click.pass_context
 def sweep(ctx: click.Context, partition: str | None, nodes: int | None, nodelist: str | None, stage: str | None,
           only: bool, device: str, timeout: float | None, options: tuple[str, ...], time_limit: str,
@@ -92,15 +74,11 @@ def sweep(ctx: click.Context, partition: str | None, nodes: int | None, nodelist
     (polling squeue, bounded by --wait-timeout) and prints one row per node and the
     matrix of those nodes.
 
-    Exit: 0 every node passed; 1 a node failed, crashed or wrote no result; 3 a node
-    hung; 75 the wait timed out (the job keeps running); 2 no sbatch, unknown
-    partition or bad options.
-
     \b
     Example:
       gpuprobe sweep --partition l40s --nodes 4 --stage buffer --results /shared/gpuprobe
       gpuprobe sweep -p h200 -w 'gpu[01-03]' --stage cuda --gpus-per-node 1
-      gpuprobe sweep -p debug --device cpu --only --stage alloc -o alloc.cpu_max_mib=64 --dry-run
+      gpuprobe sweep -p debug -t 10:00 --device cpu --only --stage alloc --set alloc.cpu_max_mib=64 --dry-run
     """
     from gpuprobe import paths
     from gpuprobe.run import sweep as sw
@@ -109,9 +87,7 @@ def sweep(ctx: click.Context, partition: str | None, nodes: int | None, nodelist
         raise click.UsageError("--only needs --stage")
     if nodes is not None and nodelist is not None:
         raise click.UsageError("give --nodes or --nodelist, not both")
-    from gpuprobe.cli.main import _parse_options
-
-    _parse_options(options)   # bad -o fails here, in one line, not on every node
+    parse_stage_options(options)   # a bad --set fails here, in one line, not on every node
     target = paths.resolve_results_dir(results)
     results_dir = target.path
     spec = sw.SweepSpec(results_dir=results_dir, log_dir=sw.absolute(log_dir) if log_dir else sw.default_log_dir(results_dir),
@@ -128,8 +104,10 @@ def sweep(ctx: click.Context, partition: str | None, nodes: int | None, nodelist
         job_id, script = sw.submit(spec)
     except sw.SweepError as exc:
         raise click.ClickException(str(exc)) from None
-    err = Console(stderr=True)
-    err.print(f"[dim]sweep {spec.sweep_id}: job {job_id}, {spec.node_count} node(s) -> {results_dir}[/]")
+    from gpuprobe.cli.console import line, stderr_console
+
+    err = stderr_console()
+    line(err, f"sweep {spec.sweep_id}: job {job_id}, {spec.node_count} node(s) -> {results_dir}", "dim")
     if no_wait:
         data = {"sweep_id": spec.sweep_id, "job_id": job_id, "script": str(script), "results": str(results_dir),
                 "log_dir": str(spec.log_dir)}
@@ -140,10 +118,10 @@ def sweep(ctx: click.Context, partition: str | None, nodes: int | None, nodelist
     last: list[str] = []
 
     def progress(state: str, where: str, found: int, want: int) -> None:
-        line = f"job {job_id}: {state} {where} - results {found}/{want} ({time.monotonic() - started:.0f} s)"
-        if line.split(" (")[0] != (last[0] if last else ""):   # one line per change, not per poll
-            err.print(f"[dim]{line}[/]")
-            last[:] = [line.split(" (")[0]]
+        text = f"job {job_id}: {state} {where} - results {found}/{want} ({time.monotonic() - started:.0f} s)"
+        if text.split(" (")[0] != (last[0] if last else ""):   # one line per change, not per poll
+            line(err, text, "dim")
+            last[:] = [text.split(" (")[0]]
 
     try:
         final = sw.wait(job_id, spec, timeout=wait_timeout, poll_s=poll_s, on_progress=progress)
@@ -155,7 +133,7 @@ def sweep(ctx: click.Context, partition: str | None, nodes: int | None, nodelist
     data = {"sweep_id": spec.sweep_id, "job_id": job_id, "job_state": final, "results": str(results_dir),
             "log_dir": str(spec.log_dir), "nodes": [r.to_dict() for r in rows], "exit_code": code,
             "matrix": matrix,
-            "matrix_note": None if matrix is not None else "gpuprobe.store.matrix is not installed: per-node table only"}
+            "matrix_note": None if matrix is not None else "no node wrote a result: no matrix"}
     if as_json:
         click.echo(_dump(data))
     else:
@@ -164,18 +142,24 @@ def sweep(ctx: click.Context, partition: str | None, nodes: int | None, nodelist
 
 
 def _print_human(data: dict, final: str, job_id: str, log_dir: Path) -> None:
-    out = Console()
-    out.print(_node_table(data["nodes"]))
+    from gpuprobe.cli.console import line, lines, print_matrix, stdout_console
+
+    out = stdout_console()
+    line(out, "sweep: one row per node", "bold")
+    for r in data["nodes"]:
+        stages = ", ".join(f"{k} {v}" for k, v in r["stages"].items()) or "-"
+        lines(out, f"{r['node']}: {r['status']} (exit {'-' if r['exit_code'] is None else r['exit_code']}); "
+                   f"{stages}; gpus {', '.join(r['gpus']) or 'none'}; run {r['run_id'] or '-'}", "  ", "    ")
     if data["matrix"] is not None:
-        out.print(_matrix_table(data["matrix"]))
+        print_matrix(out, data["matrix"])
     else:
-        out.print(f"[yellow]{data['matrix_note']}[/]")
+        lines(out, data["matrix_note"], style="yellow")
     if final.startswith("TIMEOUT"):
-        out.print(f"[yellow]gave up waiting: job {job_id} is still {final[8:-1]}; "
-                  f"results keep arriving in {data['results']}[/]")
+        lines(out, f"gave up waiting: job {job_id} is still {final[8:-1]}; results keep arriving in {data['results']}",
+              style="yellow")
     if any(r["exit_code"] is None for r in data["nodes"]) or not data["nodes"]:
-        out.print(f"[yellow]nodes without a result: see the logs in {log_dir}[/]")
-    out.print(f"sweep {data['sweep_id']}: job {job_id} {final}, exit {data['exit_code']}")
+        lines(out, f"nodes without a result: see the logs in {log_dir}", style="yellow")
+    lines(out, f"sweep {data['sweep_id']}: job {job_id} {final}, exit {data['exit_code']}")
 
 
 def _dump(data: dict) -> str:

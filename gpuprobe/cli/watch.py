@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from gpuprobe.cli.common import command
+
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
     from gpuprobe.jobs.watch import parse_duration
@@ -17,7 +19,10 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
         raise click.BadParameter(str(exc)) from None
 
 
-@click.command("watch", context_settings={"allow_interspersed_args": False})
+@command("watch", exit_codes=((0, "the job's own exit code (128+N when signal N ended it)"),
+                             (2, "usage error"), (3, "--on-stall kill ended the job"),
+                             (126, "CMD cannot be run"), (127, "CMD not found")),
+         context_settings={"allow_interspersed_args": False})
 @click.option("--stall", default="15m", show_default=True, callback=_duration, metavar="DURATION",
               help="No output and no change in the stacks for this long is a stall (90, 90s, 15m, 1h30m).")
 @click.option("--on-stall", type=click.Choice(["evidence", "kill"]), default="evidence", show_default=True,
@@ -39,9 +44,6 @@ def watch(ctx: click.Context, stall: float, on_stall: str, sample_every: float |
     records it (result file, stage 'job', provenance 'observed'), and the verdict is
     printed on stderr. A job that exits 0 is recorded as a pass. SIGTERM and SIGINT are
     forwarded to the job (scancel, pre-emption); the job dies with the watcher.
-
-    Exit code: the job's own (128+N when a signal N ended it); 3 when --on-stall kill
-    ended it; 126/127 when CMD cannot be run.
 
     \b
     Example:

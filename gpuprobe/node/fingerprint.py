@@ -7,17 +7,13 @@ torch CUDA build from the text of ``torch/version.py``.
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import os
 import platform
 import re
-import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from gpuprobe.node.nvml import Nvml, quick_gpu_summary
 
@@ -92,15 +88,52 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def installed_version(name: str) -> str:
+    """The installed version of distribution ``name``; LookupError when it is not installed.
+
+    Read from the ``<name>-<version>.dist-info/METADATA`` on ``sys.path`` (what
+    importlib.metadata reads), because importing importlib.metadata alone costs preflight
+    about as much as starting Python; importlib.metadata answers the rare layouts this
+    does not know (eggs, zips).
+    """
+    import sys
+
+    prefix = name.replace("-", "_").lower() + "-"
+    for entry in sys.path:
+        try:
+            names = [d.name for d in os.scandir(entry or ".") if d.name.endswith(".dist-info")]
+        except OSError:
+            continue
+        for dist in names:
+            if dist.lower().startswith(prefix):
+                try:
+                    with open(os.path.join(entry, dist, "METADATA"), encoding="utf-8") as fh:
+                        for line in fh:
+                            if line.startswith("Version:"):
+                                return line.split(":", 1)[1].strip()
+                            if not line.strip():
+                                break
+                except OSError:
+                    continue
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        raise LookupError(name) from None
+
+
 def torch_stack() -> dict | None:
     """torch's version and CUDA build, read from its metadata without importing it."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None:   # a light install (preflight, matrix) has no torch: nothing to look up
+        return None
     try:
-        version = importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
+        version = installed_version("torch")
+    except LookupError:
         return None
     cuda = None
-    spec = importlib.util.find_spec("torch")
-    if spec and spec.submodule_search_locations:
+    if spec.submodule_search_locations:
         version_py = Path(list(spec.submodule_search_locations)[0]) / "version.py"
         try:
             match = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", version_py.read_text(), re.M)
@@ -122,8 +155,8 @@ def dflex_stack() -> dict:
             "reason": "dflex is not installed (not on PyPI: pip install -e <PWM checkout>/external/DiffRL)",
         }
     try:
-        version = importlib.metadata.version("dflex")
-    except importlib.metadata.PackageNotFoundError:
+        version = installed_version("dflex")
+    except LookupError:
         version = "unknown"
     origin = spec.origin or (list(spec.submodule_search_locations or [""])[0])
     return {"available": True, "version": version, "path": str(origin)}
@@ -144,13 +177,13 @@ def take(nvml: Nvml | None = None) -> Fingerprint:
             nv.shutdown()
     uname = platform.uname()
     return Fingerprint(
-        hostname=socket.gethostname(),
+        hostname=os.uname().nodename,   # gethostname(), without importing socket
         os=_os_release(),
         kernel=uname.release,
         python=platform.python_version(),
         cpu_model=cpu_model(),
         cpu_count=os.cpu_count() or 0,
-        ram_bytes=psutil.virtual_memory().total,
+        ram_bytes=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),  # what psutil reports, without its import
         nvml={"available": why is None, "reason": None if why is None else why.reason},
         driver_version=driver if isinstance(driver, str) else None,
         cuda_driver_version=cuda if isinstance(cuda, str) else None,

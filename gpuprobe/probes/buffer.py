@@ -17,7 +17,7 @@ sizes (obs 37, act 8, H=16, B=256), marks ``buffer.cap<N>.<step>`` (each with
 The marks come from the Buffer's ``progress`` callback, so the probe runs exactly the
 trainer's code; see gpuprobe/probes/_buffer_impl.py for ``--buffer-impl`` (another Buffer).
 
-Options (``-o buffer.KEY=VALUE``; ``gpuprobe run`` flags in brackets): ``capacity`` (1e6),
+Options (``--set buffer.KEY=VALUE``; ``gpuprobe run`` flags in brackets): ``capacity`` (1e6),
 ``capacities`` (staged ones below it, [1e3, 1e4, 1e5]), ``obs_dim`` 37, ``act_dim`` 8,
 ``horizon`` 16, ``batch_size`` 256, ``episode_length`` 1000, ``num_envs`` 128 (episodes per
 add), ``fill`` (fraction of capacity to fill, 1.0), ``samples`` K (50), ``budget_s`` per
@@ -221,7 +221,7 @@ def options(ctx: StageContext) -> dict:
     staged = [staged] if isinstance(staged, (int, float, str)) else list(staged)
     storage = str(o.get("storage", "auto"))
     if storage not in ("auto", "cuda", "cpu"):
-        raise ValueError(f"buffer storage must be auto, cuda or cpu, got {storage!r} (-o buffer.storage / --storage)")
+        raise ValueError(f"buffer storage must be auto, cuda or cpu, got {storage!r} (--set buffer.storage / --storage)")
     free_gb = o.get("free_memory_gb")
     return {
         "capacities": sorted({int(float(c)) for c in staged if int(float(c)) < capacity} | {capacity}),

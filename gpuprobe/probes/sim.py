@@ -17,7 +17,7 @@ dflex part (when ``find_spec('dflex')`` finds it), each step with its own mark:
 The bundled torch envs always run on the same device (marks ``<env>.construct``,
 ``<env>.reset``, ``<env>.step``), so the stage says something useful without dflex.
 
-Options (``-o sim.KEY=VALUE``): ``dflex_envs`` (list, default every dflex env; ``env=Ant`` picks
+Options (``--set sim.KEY=VALUE``): ``dflex_envs`` (list, default every dflex env; ``env=Ant`` picks
 one), ``num_envs`` (dflex envs each, default 16), ``steps`` (dflex steps, default 20), ``envs``
 (bundled envs, default all), ``bundled_num_envs`` (64), ``bundled_steps`` (200), ``dflex``
 (false: skip the dflex part), ``import_despite_lock`` (true: import even past a stale lock, to
@@ -138,7 +138,7 @@ def dflex_part(ctx: StageContext, torch: Any, device: str) -> dict:
     from gpuprobe_pwm.envs import dflex_kernels, dflex_status
 
     if ctx.options.get("dflex") is False:
-        return {"status": "skip", "reason": "dflex part turned off (-o sim.dflex=false)"}
+        return {"status": "skip", "reason": "dflex part turned off (--set sim.dflex=false)"}
     installed, detail = dflex_status()
     if not installed:
         return {"status": "skip", "reason": f"not installed: {detail}"}

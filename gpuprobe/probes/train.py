@@ -7,7 +7,7 @@ Iteration (always), with the trainer's own code (``gpuprobe_pwm.agent.PWMAgent``
 Recorded: seconds per update, parameter counts, peak memory (``torch.cuda.max_memory_allocated``
 on CUDA; the process's RSS high-water from ``getrusage`` on the CPU, interpreter included).
 
-First epoch (``-o train.first_epoch=true`` / ``--train-epoch``): the loop as ``gpuprobe_pwm.train`` wires
+First epoch (``--set train.first_epoch=true`` / ``--train-epoch``): the loop as ``gpuprobe_pwm.train`` wires
 it (env, full-size Buffer, ``gpuprobe_pwm.trainer.Trainer``), so "no output for minutes" gets a number:
   ``epoch.build``    env, Buffer (capacity = the alg's buffer_size) and Trainer
   ``epoch.collect``  progress done/total env steps of the first episode (the collector's step)
@@ -17,7 +17,7 @@ it (env, full-size Buffer, ``gpuprobe_pwm.trainer.Trainer``), so "no output for 
   ``epoch.update``   ``Trainer.update()`` (first world-model update, then actor and critic);
                      its samples show as ``epoch.buffer.first_sample`` / ``epoch.buffer.sample``
 
-Options (``-o train.KEY=VALUE``): ``model_size`` 5M | 48M | tiny [--model-size], ``obs_dim`` 37,
+Options (``--set train.KEY=VALUE``): ``model_size`` 5M | 48M | tiny [--model-size], ``obs_dim`` 37,
 ``act_dim`` 8 (Ant), ``iterations`` (1), ``first_epoch`` [--train-epoch], ``env`` (dflex_ant when
 dflex is installed, else cartpole_swingup), ``num_envs``, ``episode_length``, ``buffer_size``,
 ``storage``/``pin_memory``/``prefetch``/``free_memory_gb`` as the buffer stage.
@@ -33,9 +33,10 @@ from typing import Any
 
 import yaml
 
+import gpuprobe_pwm
 from gpuprobe.child.stage import StageContext
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "gpuprobe_pwm" / "config"
+CONFIG_DIR = Path(gpuprobe_pwm.__file__).resolve().parent / "config"  # the trainer's own configs
 MODEL_SIZES = {"5M": "pwm_5M", "48M": "pwm_48M", "tiny": "pwm_tiny"}
 
 

@@ -1,6 +1,6 @@
 """Evidence from a stage that ran out of time, gathered before anything is killed.
 
-In DESIGN.md's order, each step bounded by its own timeout:
+In this order (docs/WATCHDOG.md), each step bounded by its own timeout:
   1. stacks: ``py-spy dump --native``, else ``py-spy dump``, else SIGUSR1 -> faulthandler
      (py-spy missing, or ptrace denied in a container without SYS_PTRACE);
   2. a process snapshot: state, wchan, CPU% over a short window, threads, RSS, children;

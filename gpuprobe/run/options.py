@@ -1,9 +1,8 @@
 """``gpuprobe run`` flags that reproduce a PWM configuration, mapped into the stage options.
 
-Each flag is a shortcut for ``-o STAGE.KEY=VALUE`` (the same dict, so the result file's
-config shows one form); an explicit ``-o`` wins over a flag. Kept out of cli.py so that
-file stays small; cli.py applies :func:`probe_flags` to ``run`` and :func:`apply` to its
-options.
+Each flag is a shortcut for ``--set STAGE.KEY=VALUE`` (the same dict, so the result file's
+config shows one form); an explicit ``--set`` wins over a flag. ``gpuprobe.cli.run`` applies
+:func:`probe_flags` to the command and :func:`apply` to its options.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ def probe_flags(f: Callable) -> Callable:
     """The flags, applied to the ``run`` command (they arrive as keyword arguments)."""
     options = [
         click.option("--bisect", is_flag=True, default=None,
-                     help="buffer: find the largest capacity that completes within budget (-o buffer.bisect=true)."),
+                     help="buffer: find the largest capacity that completes within budget (--set buffer.bisect=true)."),
         click.option("--buffer-impl", metavar="MODULE:CLASS", default=None,
                      help="buffer: probe another Buffer with the documented add/sample interface "
                           "(module:Class or path/to/file.py:Class; see docs/PROBES.md)."),
@@ -65,7 +64,7 @@ def probe_flags(f: Callable) -> Callable:
 
 
 def apply(stage_options: dict, flags: dict[str, Any]) -> dict:
-    """Merge the flags into ``{"stage": {key: value}}``; values given with ``-o`` are kept."""
+    """Merge the flags into ``{"stage": {key: value}}``; values given with ``--set`` are kept."""
     out = {stage: dict(opts) for stage, opts in stage_options.items()}
     for param, value in flags.items():
         if value is None or param not in TARGETS:

@@ -12,11 +12,11 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from gpuprobe import __version__
+from gpuprobe import __version__, paths
 
 from gpuprobe.run import evidence
 
@@ -28,7 +28,7 @@ from gpuprobe.run.launcher import DirectProcess, ForkServerClient, LaunchError, 
 from gpuprobe.redact import recorded_environment
 from gpuprobe.store.results import (CRASH, FAIL, HANG, PASS, SKIP, SLOW, UNKILLABLE, Mark, StageResult, new_run_id,
                               summarise, utc_now, write_atomic, SCHEMA_VERSION, SUFFIX)
-from gpuprobe.run.stages import StageSpec
+from gpuprobe.run.stages import StageSpec, required_by, stall_window_for
 from gpuprobe.run.watchdog import EventTail, Supervision, classify_timeout, supervise
 
 log = logging.getLogger(__name__)
@@ -39,24 +39,17 @@ MAX_LOGS = 50
 
 @dataclass
 class RunConfig:
-    stages: list[StageSpec]
+    stages: list[StageSpec]               # from stages.plan(): each with its timeout and stall window
     results_dir: Path
     device: str = "auto"                  # auto | cpu | cuda
     gpus: list[int] | None = None         # GPU indices for the GPU stages (default: [0])
-    timeout: float | None = None          # overrides every stage's own default
-    stall_window: float | None = None     # default: min(10 s, timeout / 2)
     fork_server: bool = True
+    # the fork server's imports (torch, the trainer) are not a stage's own work: they get
+    # this long (or the stage's timeout, if longer) before they count as that stage's hang
+    preload_timeout_s: float = 120.0
     options: dict = field(default_factory=dict)   # {"buffer": {"bisect": True}, "*": {...}}
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     keep_scratch: bool = False
-
-
-def stage_timeout(cfg: RunConfig, spec: StageSpec) -> float:
-    return cfg.timeout if cfg.timeout is not None else spec.timeout_s
-
-
-def stall_window(cfg: RunConfig, timeout: float) -> float:
-    return cfg.stall_window if cfg.stall_window is not None else min(10.0, timeout / 2)
 
 
 class Runner:
@@ -64,6 +57,9 @@ class Runner:
 
     def __init__(self, cfg: RunConfig, on_event: Callable[[str, int | None, dict], None] | None = None,
                  on_stage_done: Callable[[StageResult], None] | None = None):
+        # a stage table entry not from stages.plan() gets its stall window here
+        cfg.stages = [s if s.stall_window_s is not None else replace(s, stall_window_s=stall_window_for(s.timeout_s))
+                      for s in cfg.stages]
         self.cfg = cfg
         self.on_event = on_event or (lambda *_: None)
         self.on_stage_done = on_stage_done or (lambda _: None)
@@ -79,6 +75,7 @@ class Runner:
         self._current: StageProcess | None = None   # the stage process in flight
         self._current_name: str | None = None
         self.interrupted: str | None = None
+        self._blocked: set[tuple[str, int | None]] = set()   # skipped because a required stage went bad
 
     # -- planning -------------------------------------------------------------------
     def _resolve_device(self) -> tuple[str, str]:
@@ -116,7 +113,8 @@ class Runner:
                 "device": self.device, "device_reason": self.device_reason,
                 "gpus": [g for g in self._gpu_indices() if g is not None],
                 "stages": [s.name for s in self.cfg.stages],
-                "timeouts_s": {s.name: stage_timeout(self.cfg, s) for s in self.cfg.stages},
+                "timeouts_s": {s.name: s.timeout_s for s in self.cfg.stages},
+                "stall_windows_s": {s.name: s.stall_window_s for s in self.cfg.stages},
                 "options": self.cfg.options, "fork_server": self.cfg.fork_server,
                 "preload": self.preload, "environment": env,
             },
@@ -132,7 +130,7 @@ class Runner:
         scratch = Path(tempfile.mkdtemp(prefix=f"gpuprobe-{self.run_id}-"))
         try:
             self.save(complete=False)
-            preload = sorted({m for s in self.cfg.stages for m in s.preload})
+            preload = sorted({m for s in self.cfg.stages if not self._missing_torch(s) for m in s.preload})
             if self.cfg.fork_server and preload:
                 self._server = ForkServerClient(preload, scratch, self._child_env())
             for spec in self.cfg.stages:
@@ -169,13 +167,16 @@ class Runner:
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         # the children must import this very gpuprobe, even when run from elsewhere
-        root = str(Path(__file__).resolve().parents[2])  # the folder holding gpuprobe/
+        root = str(paths.package_root())
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         return env
 
     def _blocker(self, spec: StageSpec, gpu: int | None) -> StageResult | None:
+        """The first result on this GPU of a stage ``spec`` requires that went bad (or was
+        itself skipped for one), if any."""
+        needed = required_by(spec.name)
         for earlier in self.stages:
-            if earlier.gpu == gpu and earlier.status in BAD:
+            if earlier.gpu == gpu and earlier.stage in needed and (earlier.status in BAD or (earlier.stage, gpu) in self._blocked):
                 return earlier
         return None
 
@@ -184,28 +185,40 @@ class Runner:
         base = StageResult(stage=spec.name, status=SKIP, gpu=gpu, device=device, started_at=utc_now())
         blocker = self._blocker(spec, gpu)
         if blocker is not None:
-            base.reason = f"not run: prerequisite stage '{blocker.stage}' ended in {blocker.status}"
+            why = blocker.status if blocker.status in BAD else "skip (a stage it requires went bad)"
+            base.reason = f"not run: it requires stage '{blocker.stage}', which ended in {why}"
+            self._blocked.add((spec.name, gpu))
+            return base
+        if self._missing_torch(spec):
+            base.reason = "torch is not installed here (a light install): pip install 'gpuprobe[probes]'"
             return base
         if spec.gpu_only and device == "cpu" and spec.name == "cuda":
             why = "--device cpu" if self.cfg.device == "cpu" else f"no GPU visible ({self.fingerprint.nvml.get('reason')})"
             base.reason = f"CUDA not probed: {why}"
             return base
-        timeout = stage_timeout(self.cfg, spec)
         if spec.preload and self._server is not None:
-            waited = self._await_server(spec, gpu, timeout)
+            waited = self._await_server(spec, gpu)
             if waited is not None:
                 return waited
         tag = f"{spec.name}{'' if gpu is None else f'.gpu{gpu}'}"
         events, stacks, logf = (scratch / f"{tag}.events.jsonl", scratch / f"{tag}.stacks.txt", scratch / f"{tag}.log")
-        config = {"device": device, "gpu": gpu, "options": self.cfg.options, "timeout_s": timeout,
+        # what the child reads (the deadline is the parent's business, never sent)
+        config = {"device": device, "gpu": gpu, "options": self.cfg.options,
                   "failpoints": os.environ.get(FAILPOINTS_ENV, ""), "preload": self.preload}
         started = time.monotonic()
         proc = self._launch(spec, config, events, stacks, logf)
         self._current, self._current_name = proc, spec.name
-        sup = supervise(proc, EventTail(events), timeout, lambda ev: self.on_event(spec.name, gpu, ev), started)
-        result = self._verdict(base, spec, proc, sup, stacks, logf, timeout)
+        sup = supervise(proc, EventTail(events), spec.timeout_s, lambda ev: self.on_event(spec.name, gpu, ev), started)
+        result = self._verdict(base, spec, proc, sup, stacks, logf)
         self._current = None
         return result
+
+    @staticmethod
+    def _missing_torch(spec: StageSpec) -> bool:
+        """The stage needs torch and this install has none (never imported here: only found)."""
+        import importlib.util
+
+        return "torch" in spec.preload and importlib.util.find_spec("torch") is None
 
     def _launch(self, spec: StageSpec, config: dict, events: Path, stacks: Path, logf: Path) -> StageProcess:
         if spec.preload and self._server is not None and self._server_failed is None:
@@ -216,12 +229,13 @@ class Runner:
                 log.warning("fork server unusable (%s); starting stages directly", exc)
         return DirectProcess(spec.name, config, events, stacks, logf, self._child_env())
 
-    def _await_server(self, spec: StageSpec, gpu: int | None, timeout: float) -> StageResult | None:
+    def _await_server(self, spec: StageSpec, gpu: int | None) -> StageResult | None:
         """Wait for the fork server's imports; a stuck import is this stage's hang."""
         server = self._server
         if server.ready is not None or self._server_failed:
             return None
-        sup = supervise(_ServerReady(server), EventTail(server.events), timeout,
+        bound = max(spec.timeout_s, self.cfg.preload_timeout_s)
+        sup = supervise(_ServerReady(server), EventTail(server.events), bound,
                         lambda ev: self.on_event(spec.name, gpu, ev))
         if server.ready is not None:
             self.preload = {"imports_s": server.ready.get("imports"), "errors": server.ready.get("errors")}
@@ -231,64 +245,88 @@ class Runner:
         if sup.outcome == "exited":  # the server died while importing: stages start directly
             self._server_failed = f"fork server exited with {sup.returncode} while importing"
             return None
-        result = self._verdict(base, spec, server, sup, server.stacks, server.log, timeout)
+        result = self._verdict(base, replace(spec, timeout_s=bound), server, sup, server.stacks, server.log)
         result.reason = f"importing {', '.join(spec.preload)} did not finish: {result.reason}"
         self._server_failed = "fork server hung while importing"
         self._server = None
         return result
 
+    # -- the verdict, step by step ----------------------------------------------------
     def _verdict(self, res: StageResult, spec: StageSpec, proc: StageProcess, sup: Supervision,
-                 stacks: Path, logf: Path, timeout: float) -> StageResult:
-        res.duration_s = round(sup.ended - sup.started, 3)
-        res.marks = [Mark(m["name"], round(m["t"] - sup.started, 4), m.get("data") or {}) for m in sup.marks]
-        res.logs = [{"t": round(e["t"] - sup.started, 4), "level": e.get("level"), "msg": e.get("msg"),
-                     "data": e.get("data") or {}} for e in sup.events if e.get("ev") == "log"][-MAX_LOGS:]
+                 stacks: Path, logf: Path) -> StageResult:
+        """What happened to one stage process: its marks and logs, then how it ended."""
+        self._record_progress(res, sup)
         if sup.outcome == "timeout":
-            window = stall_window(self.cfg, timeout)
-            status, detail = classify_timeout(sup, window)
-            gpus = [res.gpu] if res.gpu is not None else None
-            t0 = time.monotonic()
-            ev = evidence.collect(proc.pid, stacks, gpus)
-            kill = reaper.kill_tree(proc.pid, proc.pid, poll=proc.poll)
-            ev["kill"] = kill
-            ev["verdict_latency_s"] = round(time.monotonic() - t0, 3)
-            ev["log_tail"] = _tail(logf)
-            kernels = _static_kernels(self.fingerprint)
-            if kernels:
-                ev["kernels"] = kernels   # the static verdict, for signatures that join it with the stacks
-            res.status = UNKILLABLE if kill["survivors"] else status
-            res.evidence = ev
-            res.data = {"timeout_s": timeout, "timed_out_at_unix": round(time.time() - (time.monotonic() - sup.ended), 4),
-                        **detail}
-            last = res.last_mark or "(no mark)"
-            if res.status == SLOW:
-                res.reason = f"timed out after {timeout:g} s while still making progress (last mark {last})"
-            else:
-                res.reason = f"no progress for {detail['quiet_for_s']:.1f} s; timed out after {timeout:g} s at {last}"
-            if kill["survivors"]:
-                res.reason += f"; {len(kill['survivors'])} process(es) survived SIGKILL (D state): the node needs an admin"
+            self._judge_timeout(res, spec, proc, sup, stacks, logf)
+        elif sup.result is None:
+            self._judge_crash(res, proc, sup, logf)
         else:
-            result = sup.result
-            if result is None:
-                res.status = CRASH
-                code = sup.returncode
-                res.reason = (f"killed by signal {_signame(-code)}" if code is not None and code < 0
-                              else f"exited with code {code} without a result")
-                res.evidence = {"log_tail": _tail(logf), "returncode": code}
-                # a crashed stage may leave its grandchildren behind
-                reaper.kill_tree(proc.pid, proc.pid, poll=proc.poll)
-            else:
-                res.status = result.get("status", FAIL)
-                res.reason = result.get("reason")
-                res.data = result.get("data") or {}
-                res.error = result.get("error")
-                if res.status != PASS:
-                    res.evidence = {"log_tail": _tail(logf)} if res.status == FAIL else None
-                reaper.kill_tree(proc.pid, proc.pid, poll=proc.poll)  # stray grandchildren
+            self._take_reported(res, proc, sup, logf)
         if isinstance(res.data, dict) and res.data.get("emulation"):
             res.provenance = "simulated"   # the stage saw an emulated GPU (--emulate-gpu, --free-memory-gb)
         res.signatures = signatures.match(res, self.fingerprint)
         return res
+
+    @staticmethod
+    def _record_progress(res: StageResult, sup: Supervision) -> None:
+        """Duration, marks and log lines, in seconds since the stage started."""
+        res.duration_s = round(sup.ended - sup.started, 3)
+        res.marks = [Mark(m["name"], round(m["t"] - sup.started, 4), m.get("data") or {}) for m in sup.marks]
+        res.logs = [{"t": round(e["t"] - sup.started, 4), "level": e.get("level"), "msg": e.get("msg"),
+                     "data": e.get("data") or {}} for e in sup.events if e.get("ev") == "log"][-MAX_LOGS:]
+
+    def _judge_timeout(self, res: StageResult, spec: StageSpec, proc: StageProcess, sup: Supervision,
+                       stacks: Path, logf: Path) -> None:
+        """Time is up: hang or slow from the marks, evidence before the kill, then the kill."""
+        timeout = spec.timeout_s
+        status, detail = classify_timeout(sup, spec.stall_window_s)
+        ev = self._gather_evidence(res, proc, stacks, logf)
+        survivors = ev["kill"]["survivors"]
+        res.status = UNKILLABLE if survivors else status
+        res.evidence = ev
+        res.data = {"timeout_s": timeout, "timed_out_at_unix": round(time.time() - (time.monotonic() - sup.ended), 4),
+                    **detail}
+        last = res.last_mark or "(no mark)"
+        if res.status == SLOW:
+            res.reason = f"timed out after {timeout:g} s while still making progress (last mark {last})"
+        else:
+            res.reason = f"no progress for {detail['quiet_for_s']:.1f} s; timed out after {timeout:g} s at {last}"
+        if survivors:
+            res.reason += f"; {len(survivors)} process(es) survived SIGKILL (D state): the node needs an admin"
+
+    def _gather_evidence(self, res: StageResult, proc: StageProcess, stacks: Path, logf: Path) -> dict:
+        """Stacks, process and GPU snapshots while the stage still hangs; then kill its tree."""
+        t0 = time.monotonic()
+        ev = evidence.collect(proc.pid, stacks, [res.gpu] if res.gpu is not None else None)
+        ev["kill"] = reaper.kill_tree(proc.pid, proc.pid, poll=proc.poll)
+        ev["verdict_latency_s"] = round(time.monotonic() - t0, 3)
+        ev["log_tail"] = _tail(logf)
+        kernels = _static_kernels(self.fingerprint)
+        if kernels:
+            ev["kernels"] = kernels   # the static verdict, for signatures that join it with the stacks
+        return ev
+
+    @staticmethod
+    def _judge_crash(res: StageResult, proc: StageProcess, sup: Supervision, logf: Path) -> None:
+        """Exited without a result: a signal or an exit code."""
+        res.status = CRASH
+        code = sup.returncode
+        res.reason = (f"killed by signal {_signame(-code)}" if code is not None and code < 0
+                      else f"exited with code {code} without a result")
+        res.evidence = {"log_tail": _tail(logf), "returncode": code}
+        reaper.kill_tree(proc.pid, proc.pid, poll=proc.poll)  # a crashed stage may leave grandchildren
+
+    @staticmethod
+    def _take_reported(res: StageResult, proc: StageProcess, sup: Supervision, logf: Path) -> None:
+        """The stage reported its own result (pass, skip or fail)."""
+        result = sup.result or {}
+        res.status = result.get("status", FAIL)
+        res.reason = result.get("reason")
+        res.data = result.get("data") or {}
+        res.error = result.get("error")
+        if res.status != PASS:
+            res.evidence = {"log_tail": _tail(logf)} if res.status == FAIL else None
+        reaper.kill_tree(proc.pid, proc.pid, poll=proc.poll)  # stray grandchildren
 
 
 def _static_kernels(fingerprint) -> dict | None:

@@ -59,7 +59,7 @@ class SweepSpec:
     only: bool = False
     device: str = "auto"
     timeout: float | None = None          # per stage, passed to gpuprobe run
-    options: tuple[str, ...] = ()         # -o pairs, passed through
+    options: tuple[str, ...] = ()         # --set pairs, passed through
     time_limit: str = "00:30:00"          # sbatch --time for the whole sweep job
     gpus_per_node: int | None = None
     sbatch_args: tuple[str, ...] = ()
@@ -145,7 +145,7 @@ def probe_command(spec: SweepSpec) -> list[str]:
     if spec.timeout is not None:
         cmd += ["--timeout", f"{spec.timeout:g}"]
     for pair in spec.options:
-        cmd += ["-o", pair]
+        cmd += ["--set", pair]
     return cmd
 
 

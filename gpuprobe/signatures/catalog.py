@@ -1,4 +1,4 @@
-"""The shipped known-issue rules (see DESIGN.md, "Known-issue signatures").
+"""The shipped known-issue rules (the causes behind them: docs/KNOWN_ISSUES.md).
 
 Each rule is data plus a small predicate over a :class:`~gpuprobe.signatures.Case`. The
 predicates look only at what a result file records (marks and their data, stage data,
@@ -175,7 +175,7 @@ RULES: list[Signature] = [
             "if it must stay on the host, use fewer prefetch threads (prefetch 0-2) and pinned memory, and "
             "check ms/sample with gpuprobe run --stage buffer --storage cpu --prefetch N."),
         predicate=host_storage_cpu_bound, stages=("buffer", "train"), statuses=STUCK,
-        references=("DESIGN.md: Known-issue signatures", "FACTS.md: The Buffer"),
+        references=("docs/KNOWN_ISSUES.md: The Buffer's storage rule",),
     ),
     Signature(
         id="stale-kernel-build-lock",
@@ -282,7 +282,7 @@ RULES: list[Signature] = [
             "~/.nv/ComputeCache on persistent storage; raise CUDA_CACHE_MAXSIZE (e.g. 4294967296) so the cache "
             "is not evicted; better, build the kernels for the real architecture (TORCH_CUDA_ARCH_LIST=8.9)."),
         predicate=ptx_jit, stages=("cuda", "sim", "train", "alloc", "job"), statuses=STUCK,
-        references=("FACTS.md: dflex kernel build", "CUDA_CACHE_MAXSIZE, CUDA_CACHE_PATH (CUDA JIT cache)"),
+        references=("docs/KNOWN_ISSUES.md: dflex's kernel build", "CUDA_CACHE_MAXSIZE, CUDA_CACHE_PATH (CUDA JIT cache)"),
     ),
     Signature(
         id="cuda-context-init-stall",
@@ -296,7 +296,7 @@ RULES: list[Signature] = [
             "(nvidia-smi -pm 1 or nvidia-persistenced); restrict CUDA_VISIBLE_DEVICES to the job's GPU; "
             "if it persists, drain the node and report it to the admins."),
         predicate=context_init, stages=("cuda", "alloc", "buffer", "train", "sim", "job"), statuses=STUCK,
-        references=("DESIGN.md: Known-issue signatures",),
+        references=("docs/KNOWN_ISSUES.md: The first CUDA call",),
     ),
     Signature(
         id="pinned-host-alloc-stall",
@@ -310,7 +310,7 @@ RULES: list[Signature] = [
             "allocations small; check the job's memory limit and the node's free memory; report repeated stalls "
             "on one node to the admins."),
         predicate=pinned_alloc, stages=("alloc", "buffer", "train", "job"), statuses=STUCK,
-        references=("DESIGN.md: Known-issue signatures",),
+        references=("docs/KNOWN_ISSUES.md: Pinned host memory",),
     ),
 ]
 

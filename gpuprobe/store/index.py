@@ -17,16 +17,15 @@ A corrupt index is deleted and rebuilt: it holds nothing the result files do not
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import sqlite3
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 from gpuprobe.store.results import SUFFIX, ResultFileError, read_result
 
@@ -88,22 +87,7 @@ def stack_of(fp: dict) -> dict[str, str]:
     """The stack key of a fingerprint dict (same fields as ``Fingerprint.stack_key``)."""
     from gpuprobe.node.fingerprint import Fingerprint
 
-    return safe_stack_key(Fingerprint.from_dict(fp))
-
-
-def safe_stack_key(fp: object) -> dict[str, str]:
-    """``Fingerprint.stack_key()``, also for a GPU whose NVML fields are ``{"not_available": ...}``
-    (a lost GPU): such a field reads as "unknown" instead of failing."""
-    gpus = getattr(fp, "gpus")
-    if gpus and isinstance(gpus[0], dict):
-        clean = dict(gpus[0])
-        for k in ("name", "compute_capability"):
-            if k in clean and not isinstance(clean[k], str):
-                clean[k] = "unknown GPU" if k == "name" else None
-        if "error" in clean and "name" not in clean:
-            clean["name"] = "unknown GPU"
-        fp = type(fp)(**{**fp.__dict__, "gpus": [clean, *gpus[1:]]})  # type: ignore[arg-type]
-    return fp.stack_key()  # type: ignore[attr-defined]
+    return Fingerprint.from_dict(fp).stack_key()
 
 
 def stack_id(key: dict[str, str]) -> str:
@@ -167,13 +151,17 @@ def extract(doc: dict) -> tuple[dict, list[tuple], dict]:
     return facts, rows, stack_row
 
 
-def index_paths(folder: Path) -> list[Path]:
+def index_paths(folder: Path) -> Iterator[Path]:
     """Where the index may live, in order: beside the results, then the user cache folder
-    (a read-only or foreign results folder)."""
+    (a read-only or foreign results folder). A generator: preflight, which finds the first
+    usable, never imports what only the second needs."""
+    yield folder / INDEX_NAME
+    import hashlib
+
     import platformdirs
 
     digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:20]
-    return [folder / INDEX_NAME, platformdirs.user_cache_path("gpuprobe") / "index" / f"{digest}.sqlite"]
+    yield platformdirs.user_cache_path("gpuprobe") / "index" / f"{digest}.sqlite"
 
 
 class ResultIndex:
@@ -224,6 +212,8 @@ class ResultIndex:
                 continue
             self.path = path
             return conn
+        import tempfile
+
         fd, tmp = tempfile.mkstemp(prefix="gpuprobe-index-", suffix=".sqlite")
         os.close(fd)
         self._throwaway = Path(tmp)

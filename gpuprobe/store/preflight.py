@@ -33,7 +33,7 @@ from pathlib import Path
 
 from gpuprobe import exitcodes
 from gpuprobe.node.fingerprint import Fingerprint
-from gpuprobe.store.index import safe_stack_key, stack_id
+from gpuprobe.store.index import stack_id
 from gpuprobe.run.stages import STAGE_NAMES
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ PROVENANCES = ("probed", "reported", "observed")
 LIVE_TIMEOUT_S = 30.0
 
 
-class PreflightError(ValueError):
+class PreflightError(exitcodes.UsageProblem, ValueError):
     """Bad preflight input (unknown stage, unreadable fingerprint file): a usage error."""
 
 
@@ -167,7 +167,7 @@ def lookup(folders: list[Path], fp: Fingerprint, stages: list[str], cache: bool 
     """Per stage: exact stack evidence, else same-model evidence. Also the folders and skip note."""
     from gpuprobe.store.matrix import open_evidence
 
-    key = safe_stack_key(fp)
+    key = fp.stack_key()
     provenances = PROVENANCES + ("simulated",) if fp.simulated else PROVENANCES
     ev = open_evidence(folders, cache=cache, quick=True)
     try:
@@ -201,8 +201,8 @@ def live_probe(stages: list[str], folder: Path, timeout: float = LIVE_TIMEOUT_S)
         target = paths.ensure_writable(paths.ResultsDir(folder, "--results"))
     except paths.ResultsDirError:
         target = Path(tempfile.mkdtemp(prefix="gpuprobe-preflight-"))
-    cfg = RunConfig(stages=[stage_table.BY_NAME[s] for s in stages], results_dir=target, timeout=timeout,
-                    stall_window=min(5.0, timeout / 2), options={})
+    cfg = RunConfig(stages=stage_table.plan(names=stages, timeout=timeout, stall_window=min(5.0, timeout / 2)),
+                    results_dir=target, options={})
     runner = Runner(cfg)
     doc = runner.run()
     out: dict[str, StageEvidence] = {}
@@ -236,7 +236,7 @@ def evaluate(folders: list[Path], fp: Fingerprint, stages: list[str] | None = No
     asked = set(stages or [])
     stages = check_stages(stages)
     live = check_stages(live, observed=False) if live else []
-    key = safe_stack_key(fp)
+    key = fp.stack_key()
     node = {"hostname": fp.hostname, "stack": key, "stack_id": stack_id(key), "simulated": fp.simulated}
     transient = transient_reason(fp)
     if transient:
@@ -319,7 +319,7 @@ def advice(bad: list[StageEvidence], fp: Fingerprint) -> list[str]:
         out.append("every binary's verdict: gpuprobe kernels (--json for scripts)")
     hosts = sorted({r["host"] for e in probed for r in e.latest if r["status"] in BAD and r.get("host")})
     out += [f"exclude this node or GPU model from the job: sbatch --exclude={fp.hostname} "
-            f"(or a --constraint without {safe_stack_key(fp)['gpu_model']})"
+            f"(or a --constraint without {fp.stack_key()['gpu_model']})"
             + (f"; bad runs seen on {', '.join(hosts) or '-'}" if probed else ""),
             "resubmit elsewhere: scripts/submit_job.sh --resubmit-elsewhere (a plain scontrol requeue may land "
             "on this node again)"]

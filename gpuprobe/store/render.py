@@ -6,14 +6,12 @@ returns, so the JSON and the human views always agree.
 
 from __future__ import annotations
 
-import calendar
-import time
 from pathlib import Path
 from typing import Any
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-FORMATS = ("table", "markdown", "json", "html", "prom")
-EXTENSIONS = {"markdown": "md", "json": "json", "html": "html", "prom": "prom", "table": "txt"}
+FORMATS = ("text", "markdown", "json", "html", "prom")
+EXTENSIONS = {"markdown": "md", "json": "json", "html": "html", "prom": "prom", "text": "txt"}
 COLUMN_TITLES = {"gpu_model": "GPU model", "arch": "arch", "driver": "driver", "cuda": "CUDA", "torch": "torch",
                  "dflex": "dflex", "hostname": "node"}
 
@@ -109,57 +107,10 @@ def to_html(matrix: dict) -> str:
                                                      is_compare="models" in matrix)
 
 
-# -- Prometheus text exposition (node_exporter textfile collector) ----------------------
-def _label_value(value: object) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(pairs: dict[str, Any]) -> str:
-    return "{" + ",".join(f'{k}="{_label_value(v)}"' for k, v in pairs.items()) + "}"
-
-
-def _timestamp(iso: str | None) -> float | None:
-    if not iso:
-        return None
-    return calendar.timegm(time.strptime(iso[:19], "%Y-%m-%dT%H:%M:%S")) + float("0." + (iso[20:26] or "0"))
-
-
-PROM_LABELS = {"gpu_model": "model", "hostname": "host"}
-
-
 def to_prom(matrix: dict) -> str:
-    if "models" in matrix:
-        raise ValueError("--format prom renders the matrix, not --compare")
-    runs, last, med, ok = [], [], [], []
-    for r in matrix["rows"]:
-        base = {PROM_LABELS.get(c, c): r["key"].get(c, "-") for c in matrix["columns"]}
-        for s in matrix["stages"]:
-            c = r["cells"][s]
-            if not c:
-                continue
-            lab = {**base, "stage": s}
-            runs += [f"gpuprobe_stage_runs_total{_labels({**lab, 'status': st})} {n}" for st, n in sorted(c["counts"].items())]
-            ts = _timestamp(c.get("last_at"))
-            if ts is not None:
-                last.append(f"gpuprobe_stage_last_run_timestamp_seconds{_labels(lab)} {ts:.3f}")
-            if c.get("median_duration_s") is not None:
-                med.append(f"gpuprobe_stage_duration_seconds_median{_labels(lab)} {c['median_duration_s']}")
-            ok.append(f"gpuprobe_stage_latest_pass{_labels({**lab, 'status': c['status']})} "
-                      f"{1 if c['status'] in ('pass', 'skip') else 0}")
-    out = [
-        "# HELP gpuprobe_stage_runs_total Stage runs recorded in the gpuprobe results, by row, stage and status.",
-        "# TYPE gpuprobe_stage_runs_total counter", *runs,
-        "# HELP gpuprobe_stage_last_run_timestamp_seconds Start time of the latest run of the stage (Unix seconds).",
-        "# TYPE gpuprobe_stage_last_run_timestamp_seconds gauge", *last,
-        "# HELP gpuprobe_stage_duration_seconds_median Median duration of the stage's runs in seconds.",
-        "# TYPE gpuprobe_stage_duration_seconds_median gauge", *med,
-        "# HELP gpuprobe_stage_latest_pass 1 when the latest run of the stage passed (or skipped), else 0.",
-        "# TYPE gpuprobe_stage_latest_pass gauge", *ok,
-        "# HELP gpuprobe_unreadable_result_files Result files that could not be read (corrupt or partial).",
-        "# TYPE gpuprobe_unreadable_result_files gauge",
-        f"gpuprobe_unreadable_result_files {len(matrix.get('skipped') or [])}",
-    ]
-    return "\n".join(out) + "\n"
+    from gpuprobe.store.prom import matrix_metrics
+
+    return matrix_metrics(matrix)
 
 
 def to_json(matrix: dict) -> str:
@@ -181,13 +132,13 @@ def render(matrix: dict, fmt: str) -> str:
     raise ValueError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
 
 
-def rich_view(matrix: dict) -> Any:
-    """A rich renderable: the matrix table, or the comparison tables."""
+def rich_view(matrix: dict, styles: dict[str, str] | None = None) -> Any:
+    """A rich renderable: the matrix table, or the comparison tables (``styles``: status -> style)."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    from gpuprobe.cli.console import STATUS_STYLE
+    STATUS_STYLE = styles or {}
 
     def cell(c: dict | None) -> Text:
         return Text(cell_text(c), style=STATUS_STYLE.get(c["status"], "")) if c else Text("-", style="dim")

@@ -11,7 +11,6 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from gpuprobe.store.index import safe_stack_key
 from gpuprobe.store.render import TEMPLATES
 
 MAX_DATA_CHARS = 160
@@ -64,7 +63,7 @@ def context(doc: dict, path: Path | None = None) -> dict:
         "finished_at": doc.get("finished_at"), "complete": bool(doc.get("complete")),
         "provenance": doc.get("provenance") or {}, "summary": doc.get("summary") or {},
         "command": " ".join(str(c) for c in (doc.get("provenance") or {}).get("command") or []),
-        "stack": safe_stack_key(Fingerprint.from_dict(fp)), "fingerprint": fp, "stages": stages, "timeline": timeline,
+        "stack": Fingerprint.from_dict(fp).stack_key(), "fingerprint": fp, "stages": stages, "timeline": timeline,
     }
 
 

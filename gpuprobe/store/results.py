@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import socket
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from gpuprobe import exitcodes
+from gpuprobe import atomic, exitcodes
 
 SCHEMA_VERSION = 1
 SUFFIX = ".result.json"
@@ -40,21 +37,7 @@ STATUSES = (PASS, FAIL, CRASH, HANG, SLOW, UNKILLABLE, SKIP)
 SEVERITY = (UNKILLABLE, HANG, SLOW, CRASH, FAIL, PASS, SKIP)
 
 
-def current_umask() -> int:
-    """The process umask, read without changing it (Linux shows it in /proc)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: the classic dance (briefly process-wide)
-    os.umask(mask)
-    return mask
-
-
-class ResultFileError(ValueError):
+class ResultFileError(exitcodes.UsageProblem, ValueError):
     """A result file that cannot be read (corrupt, partial, or not ours)."""
 
 
@@ -104,7 +87,9 @@ def utc_now() -> str:
 
 def new_run_id(hostname: str | None = None) -> str:
     """Sortable by time, unique across nodes writing into one folder."""
-    host = (hostname or socket.gethostname()).split(".")[0]
+    import secrets   # here, not at the top: preflight reads results and never names a run
+
+    host = (hostname or os.uname().nodename).split(".")[0]
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return f"{stamp}-{host}-{secrets.token_hex(3)}"
 
@@ -135,39 +120,9 @@ def summarise(stages: list[StageResult]) -> dict:
 
 # -- files ------------------------------------------------------------------------
 def write_atomic(path: Path, data: dict | str) -> Path:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never half.
-
-    Temporary file in the same folder, fsync, rename, fsync of the folder: safe with
-    many nodes writing into one shared (NFS) folder, since every writer uses a name
-    of its own and rename is atomic within a folder.
-    """
-    path = Path(path)
+    """Write a result (a dict, as JSON) or text so readers see the old file or the new one."""
     text = data if isinstance(data, str) else json.dumps(data, indent=1, sort_keys=False, default=_json_default)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp makes the file private (0600); results are shared between users of a
-        # cluster, so give it the mode any new file would get under the umask
-        os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on a folder; the rename already happened
-    return path
+    return atomic.write_atomic(path, text)
 
 
 def _json_default(obj: Any) -> Any:

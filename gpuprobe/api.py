@@ -1,0 +1,37 @@
+"""gpuprobe's preflight API: what job code (the bundled trainer among it) may import.
+
+``check(stages)`` answers "should a job start on this node?" from the evidence in the
+results folder, as ``gpuprobe preflight`` does; the rest of gpuprobe is free to change.
+The layering contract in setup.cfg holds the trainer to this module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gpuprobe import exitcodes, paths
+from gpuprobe.store.preflight import INCOMPATIBLE, NO_EVIDENCE, OK, TRANSIENT, PreflightError, Verdict
+
+__all__ = ["check", "results_folder", "Verdict", "PreflightError", "OK", "INCOMPATIBLE", "NO_EVIDENCE",
+           "TRANSIENT", "EXIT_USAGE", "EXIT_INCOMPATIBLE", "EXIT_TEMPFAIL"]
+
+EXIT_USAGE = exitcodes.USAGE
+EXIT_INCOMPATIBLE = exitcodes.INCOMPATIBLE
+EXIT_TEMPFAIL = exitcodes.TEMPFAIL
+
+
+def results_folder() -> Path:
+    """Where the evidence is: $GPUPROBE_RESULTS, else the checkout's reports/, else the user data folder."""
+    return paths.resolve_results_dir(None).path
+
+
+def check(stages: list[str] | None = None, folders: list[Path] | None = None) -> tuple[Verdict, str]:
+    """This node's preflight verdict, and where its fingerprint came from (NVML or a file).
+
+    Raises :class:`PreflightError` for bad input (an unknown stage, an unreadable
+    $GPUPROBE_PREFLIGHT_FINGERPRINT).
+    """
+    from gpuprobe.store import preflight as pf
+
+    fp, source = pf.node_fingerprint()
+    return pf.evaluate(folders or [results_folder()], fp, stages), source

@@ -1,0 +1,35 @@
+"""``gpuprobe show``: one stored result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from gpuprobe.cli.common import command, emit_json, json_option, locate_run, results_folders, results_option
+
+
+@command(exit_codes=(0, 2))
+@click.argument("run_ref", metavar="RUN", default="latest")
+@click.option("--verbose", "full", is_flag=True, help="Every mark and every stage's detail.")
+@results_option(multiple=True)
+@json_option
+def show(run_ref: str, full: bool, results: tuple[Path, ...], as_json: bool) -> None:
+    """Show one stored result. RUN is a result file, a run id (or a unique prefix of one),
+    or 'latest' (the default): the newest result over the --results folders.
+
+    \b
+    Example:
+      gpuprobe show latest
+      gpuprobe show 20261128T2310 --json
+    """
+    from gpuprobe.store.results import read_result
+
+    path = locate_run(results_folders(results), run_ref)
+    doc = read_result(path)
+    if as_json:
+        emit_json(doc)
+        return
+    from gpuprobe.cli.console import print_run, stdout_console
+
+    print_run(stdout_console(), doc, str(path), verbose=full)
