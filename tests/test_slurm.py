@@ -63,7 +63,7 @@ def test_sweep_leaves_one_result_per_node_and_renders_them(slurm_cluster: SlurmC
                       "--wait-timeout", "90")
     assert human.returncode == 0, human.stderr
     assert "sweep: one row per node" in human.stdout and slurm_cluster.node in human.stdout
-    assert ("matrix (node view)" in human.stdout) or ("per-node table only" in human.stdout)
+    assert ("gpuprobe matrix" in human.stdout) or ("per-node table only" in human.stdout)  # the node view follows
     assert re.search(r"job \d+: (PENDING|RUNNING)", human.stderr), human.stderr    # progress was shown
     assert len(list(results.glob(f"*{SUFFIX}"))) == 2
 
