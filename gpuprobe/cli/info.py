@@ -29,5 +29,8 @@ def info(as_json: bool) -> None:
 
     from gpuprobe.cli.console import print_fingerprint, stdout_console
 
+    from gpuprobe.cli.plain import wrap
+
     print_fingerprint(stdout_console(), fp)
-    click.echo(kernels_text)
+    for line in kernels_text.splitlines():   # wrapped between words, like the rest of the view
+        click.echo("\n".join(wrap(line, hang="  ")) if line.strip() else line)
