@@ -107,8 +107,8 @@ fi
 # dflex's CUDA build: as shipped (compute_50 PTX, which CUDA 13's nvcc refuses: the error is
 # the evidence), then with the architecture fixed for this GPU, then its env steps there.
 if [ "$DEVICE" = cuda ]; then
-  step dflex_build_as_shipped fail 420 "${GP[@]}" run --only --stage sim --device cuda --results "$RESULTS" -o sim.envs=none
-  step dflex_build_sm90 ok 420 "${GP[@]}" run --only --stage sim --device cuda --results "$RESULTS" -o sim.dflex_cuda_arch=sm_90
+  step dflex_build_as_shipped fail 420 "${GP[@]}" run --only --stage sim --device cuda --results "$RESULTS"
+  step dflex_build_sm90 ok 420 "${GP[@]}" run --only --stage sim --device cuda --results "$RESULTS" --set sim.dflex_cuda_arch=sm_90
 else
   skip dflex_build_as_shipped "no CUDA here: dflex builds CPU kernels only"
   step dflex_build_cpu ok 420 "${GP[@]}" run --only --stage sim --device cpu --results "$RESULTS"

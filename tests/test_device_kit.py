@@ -192,3 +192,20 @@ def test_rehearsal_results_are_result_files_with_their_evidence(rehearsal, tmp_p
     assert summary["rehearsal"] is True
     assert summary["bandwidth"] and summary["bandwidth"][0]["gb_s"] > 0
     assert len(summary["train"]) == len(trains)
+
+
+def test_dflex_cuda_arch_swaps_the_shipped_flag_in_the_build_call(monkeypatch):
+    """What `--set sim.dflex_cuda_arch=sm_90` does to dflex's load_inline call (the build itself needs nvcc+CUDA)."""
+    from torch.utils import cpp_extension
+
+    from gpuprobe_pwm.envs import dflex_kernels
+
+    seen = {}
+    monkeypatch.setattr(cpp_extension, "load_inline", lambda *a, **kw: seen.update(kw) or "module")
+    before = cpp_extension.load_inline
+    with dflex_kernels._cuda_arch("sm_90"):
+        assert cpp_extension.load_inline("kernels", extra_cuda_cflags=[dflex_kernels.SHIPPED_CUDA_FLAG]) == "module"
+    assert seen["extra_cuda_cflags"] == ["-gencode=arch=compute_90,code=sm_90", "-gencode=arch=compute_90,code=compute_90"]
+    assert cpp_extension.load_inline is before   # restored: only the build inside the probe sees the swap
+    with pytest.raises(ValueError, match="not an architecture"):
+        dflex_kernels.cuda_arch_flags("ampere")

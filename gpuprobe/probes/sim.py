@@ -22,7 +22,8 @@ one), ``num_envs`` (dflex envs each, default 16), ``steps`` (dflex steps, defaul
 (bundled envs, default all), ``bundled_num_envs`` (64), ``bundled_steps`` (200), ``dflex``
 (false: skip the dflex part), ``import_despite_lock`` (true: import even past a stale lock, to
 reproduce the stall under the watchdog), ``build_wait_s`` (bound on waiting for another
-process's build; default: as long as it lives).
+process's build; default: as long as it lives), ``dflex_cuda_arch`` (``sm_90``: build the CUDA
+kernels for that architecture instead of dflex's compute_50 PTX).
 """
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ def dflex_part(ctx: StageContext, torch: Any, device: str) -> dict:
     try:
         report = dflex_kernels.import_dflex(allow_lock=bool(ctx.options.get("import_despite_lock")),
                                             wait_s=float(wait_s) if wait_s is not None else None,
-                                            on_wait=waiting, on_phase=phase)
+                                            on_wait=waiting, on_phase=phase,
+                                            cuda_arch=ctx.options.get("dflex_cuda_arch"))
     except dflex_kernels.DflexKernelError as exc:
         details = exc.details
         return _failure(out, exc.kind, str(exc), cache_valid=False, match=details.get("match"),

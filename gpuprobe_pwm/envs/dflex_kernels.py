@@ -259,6 +259,45 @@ def _no_build() -> Iterator[None]:
         cpp_extension.load_inline = real
 
 
+SHIPPED_CUDA_FLAG = "-gencode=arch=compute_50,code=compute_50"
+
+
+def cuda_arch_flags(arch: str) -> list[str]:
+    """``sm_90`` -> SASS for sm_90 plus its PTX (so a newer GPU can still JIT it)."""
+    digits = arch.removeprefix("sm_").removeprefix("compute_")
+    if not (digits.isdigit() and len(digits) in (2, 3)):
+        raise ValueError(f"dflex_cuda_arch {arch!r} is not an architecture like sm_90 or sm_89")
+    return [f"-gencode=arch=compute_{digits},code=sm_{digits}", f"-gencode=arch=compute_{digits},code=compute_{digits}"]
+
+
+@contextlib.contextmanager
+def _cuda_arch(arch: str | None) -> Iterator[None]:
+    """Build dflex's CUDA kernels for ``arch`` instead of the compute_50 PTX it ships with.
+
+    dflex passes ``-gencode=arch=compute_50,code=compute_50`` to ``load_inline``: PTX only, so
+    every GPU JIT-compiles the kernels at first use, and CUDA 13's nvcc refuses compute_50
+    outright. The flag is swapped in the call, so dflex's own files stay as installed.
+    """
+    if not arch:
+        yield
+        return
+    from torch.utils import cpp_extension
+
+    flags = cuda_arch_flags(arch)
+    real = cpp_extension.load_inline
+
+    def load_inline(*args: Any, **kwargs: Any) -> Any:
+        cuda = [f for f in kwargs.get("extra_cuda_cflags") or [] if f != SHIPPED_CUDA_FLAG]
+        kwargs["extra_cuda_cflags"] = cuda + flags
+        return real(*args, **kwargs)
+
+    cpp_extension.load_inline = load_inline
+    try:
+        yield
+    finally:
+        cpp_extension.load_inline = real
+
+
 def check_source() -> tuple[bool, str | None, float]:
     """Import dflex without letting it build: (cache valid, generated source if not, seconds).
 
@@ -370,7 +409,8 @@ def _rebuild_cause(cache: dict, source: str | None) -> str:
 
 def import_dflex(allow_lock: bool = False, wait_s: float | None = None,
                  on_wait: Callable[[dict], None] | None = None, build_log: Path | None = None,
-                 on_phase: Callable[[str, dict], None] | None = None) -> ImportReport:
+                 on_phase: Callable[[str, dict], None] | None = None,
+                 cuda_arch: str | None = None) -> ImportReport:
     """``import dflex`` without the silent hang; raises :class:`DflexKernelError` with the cause.
 
     ``allow_lock`` imports even past a stale lock (to reproduce the hang under a watchdog).
@@ -378,7 +418,11 @@ def import_dflex(allow_lock: bool = False, wait_s: float | None = None,
     The compiler's output of a build goes to ``build_log`` (a temporary file if None); its tail is
     kept in the report and in the error when the build fails. ``on_phase(name, data)`` is called
     before each step ("check_source", "wait_for_build", "build"): the sim probe marks them.
+    ``cuda_arch`` (``sm_90``) builds the CUDA kernels for that architecture instead of dflex's
+    compute_50 PTX (a cached build is used as it is).
     """
+    if cuda_arch:
+        cuda_arch_flags(cuda_arch)   # a bad value fails before anything is imported
     phase = on_phase or (lambda _name, _data: None)
     if "dflex" in sys.modules:
         package = Path(sys.modules["dflex"].__file__).resolve().parent
@@ -414,7 +458,7 @@ def import_dflex(allow_lock: bool = False, wait_s: float | None = None,
         phase("wait_for_build", {"lock": lock["path"], "holders": lock["holders"]})
         waited = _wait_for_build(Path(lock["path"]), cache, cause, wait_s, on_wait)
         # the other build is done: its cache is normally valid now; decide again from scratch
-        again = import_dflex(allow_lock, wait_s, on_wait, build_log, on_phase)
+        again = import_dflex(allow_lock, wait_s, on_wait, build_log, on_phase, cuda_arch)
         again.waited_for_build_s = waited + (again.waited_for_build_s or 0.0)
         again.import_s = time.monotonic() - t
         return again
@@ -431,10 +475,10 @@ def import_dflex(allow_lock: bool = False, wait_s: float | None = None,
                 {"cache": cache, "match": report.match, "PATH": os.environ.get("PATH", "")})
     log_path = build_log or Path(tempfile.mkstemp(prefix="dflex-build-", suffix=".log")[1])
     phase("build", {"because": cause, "lock": (lock or {}).get("path"), "stale_lock": bool(lock and lock["stale"]),
-                    "log": str(log_path)})
+                    "log": str(log_path), "cuda_flags": cuda_arch_flags(cuda_arch) if cuda_arch else [SHIPPED_CUDA_FLAG]})
     b = time.monotonic()
     try:
-        with captured_output(log_path):
+        with captured_output(log_path), _cuda_arch(cuda_arch):
             importlib.import_module("dflex")
     except Exception as exc:
         _forget_dflex()
