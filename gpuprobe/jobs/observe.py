@@ -10,7 +10,6 @@ otherwise and never killed here. The result is an ordinary result file with one 
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from gpuprobe.jobs import stacks as st
 from gpuprobe.jobs import streams
 from gpuprobe.node import fingerprint as fpr
 from gpuprobe.node.nvml import Nvml, available
-from gpuprobe.redact import recorded_environment, redact_argv
+from gpuprobe.redact import recorded_environment, redact_argv, redact_snapshot, redact_stacks, redact_text
 from gpuprobe.run import evidence
 from gpuprobe.store.results import (HANG, PASS, SKIP, SCHEMA_VERSION, SUFFIX, StageResult, new_run_id, summarise,
                                     utc_now, write_atomic)
@@ -169,21 +168,6 @@ def cpu_evidence(roots: list[int], samples: list[smp.Sample], snapshot: dict, al
     }
 
 
-def redact_stacks(text: str) -> str:
-    """py-spy heads each process with its command line ("Process 12: python train.py --token X")."""
-    def line(m: "re.Match[str]") -> str:
-        return f"{m.group(1)}{' '.join(redact_argv(m.group(2).split(' ')))}"
-
-    return re.sub(r"^(Process \d+: )(.*)$", line, text, flags=re.M)
-
-
-def _redact_snapshot(snapshot: dict) -> dict:
-    for p in snapshot.get("processes") or []:
-        if isinstance(p.get("cmdline"), str):
-            p["cmdline"] = " ".join(redact_argv(p["cmdline"].split(" ")))
-    return snapshot
-
-
 def observe(pids: list[int], samples: int = 2, interval: float = 0.5, prior: list[smp.Sample] | None = None,
             job: dict | None = None) -> tuple[StageResult, dict]:
     """Look at the job ``samples`` times ``interval`` apart and return its ``job`` stage result.
@@ -204,7 +188,7 @@ def observe(pids: list[int], samples: int = 2, interval: float = 0.5, prior: lis
         taken.append(take_sample(roots, stream_info=stream_info, native=native))
         native = native and not native_timed_out(taken[-1])
         if snapshot is None:  # CPU per thread over a short window, inside the first interval
-            snapshot = _redact_snapshot(evidence.process_snapshot(main))
+            snapshot = redact_snapshot(evidence.process_snapshot(main))
     thread_cpu = {str(t["tid"]): t.get("cpu_percent", 0.0) for t in snapshot.get("threads") or []}
     verdict = smp.classify(taken, thread_cpu, snapshot.get("cpu_percent_total"))
     alloc = allot.of_process(main)
@@ -222,7 +206,7 @@ def observe(pids: list[int], samples: int = 2, interval: float = 0.5, prior: lis
     }
     res.evidence = {
         "stacks": {"method": last.method, "text": last.text, "attempts": getattr(last, "attempts", [])},
-        "process": snapshot, "gpu": gpu, "log_tail": streams.tail(stream_info.get("output_file")),
+        "process": snapshot, "gpu": gpu, "log_tail": redact_text(streams.tail(stream_info.get("output_file")) or ""),
         "collector_python": sys.version.split()[0],
     }
     fp = fpr.take()

@@ -62,6 +62,7 @@ def stage_result(report) -> dict:
 
 def save(report, fp: dict | None, results: Path | None) -> Path:
     from gpuprobe import paths
+    from gpuprobe.redact import redact_argv
     from gpuprobe.store.results import SCHEMA_VERSION, SUFFIX, new_run_id, summarise, utc_now, write_atomic, StageResult
 
     target = paths.ensure_writable(paths.resolve_results_dir(results))
@@ -72,7 +73,7 @@ def save(report, fp: dict | None, results: Path | None) -> Path:
     doc = {
         "schema": SCHEMA_VERSION, "run_id": run_id, "tool": {"name": "gpuprobe", "version": __version__},
         "started_at": stage["started_at"], "finished_at": utc_now(), "complete": True,
-        "provenance": {"kind": PROVENANCE, "command": ["gpuprobe", *sys.argv[1:]],
+        "provenance": {"kind": PROVENANCE, "command": redact_argv(["gpuprobe", *sys.argv[1:]]),
                        "note": ("static check of this environment's binaries for a named GPU, not measured on one"
                                 if named else "static check of this environment's binaries; nothing was run on the GPU")},
         "fingerprint": fpd,

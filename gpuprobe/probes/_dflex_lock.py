@@ -73,6 +73,8 @@ def build_processes(folder: Path | None = None) -> list[dict]:
     """
     import psutil
 
+    from gpuprobe.redact import redact_text
+
     found = []
     want = str(folder) if folder is not None else None
     for proc in psutil.process_iter(["pid", "name", "cmdline", "cwd"]):
@@ -85,7 +87,7 @@ def build_processes(folder: Path | None = None) -> list[dict]:
             else:
                 hit = (info.get("cwd") or "").startswith(want) or want in cmd
             if hit and info["pid"] != os.getpid():
-                found.append({"pid": info["pid"], "name": name, "cmdline": cmd[:300]})
+                found.append({"pid": info["pid"], "name": name, "cmdline": redact_text(cmd)[:300]})
         except (psutil.Error, OSError):
             continue
     return found

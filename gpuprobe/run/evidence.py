@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from gpuprobe.node.nvml import Nvml
+from gpuprobe.redact import redact_command, redact_stacks
 
 PYSPY_ENV = "GPUPROBE_PYSPY"   # path to py-spy, or "none" to go without (tests, locked-down nodes)
 NATIVE_TIMEOUT_S = 5.0
@@ -74,7 +75,8 @@ def pyspy_dump(pid: int, native: bool, timeout: float, tree: list[int], nonblock
     # after printing every Python one; stacks on stdout are what count.
     ok = "Thread " in proc.stdout
     err = (proc.stderr.strip().splitlines() or [""])[0]
-    return {"method": method, "ok": ok, "text": proc.stdout, "seconds": round(time.monotonic() - start, 3),
+    # its "Process N: <command line>" headers carry the job's arguments, credentials included
+    return {"method": method, "ok": ok, "text": redact_stacks(proc.stdout), "seconds": round(time.monotonic() - start, 3),
             **({} if ok else {"error": err or f"py-spy exited {proc.returncode}"})}
 
 
@@ -170,7 +172,7 @@ def process_snapshot(pid: int, window: float = CPU_WINDOW_S) -> dict:
             with p.oneshot():
                 cpu = (sum(p.cpu_times()[:2]) - before.get(p.pid, 0.0)) / window * 100
                 entry = {
-                    "pid": p.pid, "ppid": p.ppid(), "cmdline": " ".join(p.cmdline())[:500],
+                    "pid": p.pid, "ppid": p.ppid(), "cmdline": redact_command(p.cmdline())[:500],
                     "state": _stat_state(f"/proc/{p.pid}/stat"), "wchan": _read(f"/proc/{p.pid}/wchan") or "0",
                     "cpu_percent": round(cpu, 1), "num_threads": p.num_threads(), "rss_bytes": p.memory_info().rss,
                 }

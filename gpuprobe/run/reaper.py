@@ -92,7 +92,9 @@ def _describe(p: psutil.Process) -> dict:
     stat = read(f"/proc/{p.pid}/stat")
     state = stat.rsplit(")", 1)[1].split()[0] if ")" in stat else "?"
     try:
-        cmd = " ".join(p.cmdline())[:300]
+        from gpuprobe.redact import redact_command
+
+        cmd = redact_command(p.cmdline())[:300]
     except psutil.Error:
         cmd = ""
     return {"pid": p.pid, "state": state, "wchan": read(f"/proc/{p.pid}/wchan"), "cmdline": cmd}

@@ -25,7 +25,7 @@ from gpuprobe.node import fingerprint as fpr
 from gpuprobe import signatures
 from gpuprobe.child.failpoints import ENV as FAILPOINTS_ENV
 from gpuprobe.run.launcher import DirectProcess, ForkServerClient, LaunchError, StageProcess
-from gpuprobe.redact import recorded_environment
+from gpuprobe.redact import recorded_environment, redact_argv, redact_mapping, redact_text
 from gpuprobe.store.results import (CRASH, FAIL, HANG, PASS, SKIP, SLOW, UNKILLABLE, Mark, StageResult, new_run_id,
                               summarise, utc_now, write_atomic, SCHEMA_VERSION, SUFFIX)
 from gpuprobe.run.stages import StageSpec, required_by, stall_window_for
@@ -104,7 +104,7 @@ class Runner:
             **({"interrupted": self.interrupted} if self.interrupted else {}),
             "provenance": {
                 "kind": "simulated" if fp.get("simulated") else "probed",
-                "command": self.cfg.command,
+                "command": redact_argv(self.cfg.command),
                 "note": (f"NVML answered from the fake scenario {fp['simulated']!r}: not a real GPU"
                          if fp.get("simulated") else None),
             },
@@ -115,7 +115,7 @@ class Runner:
                 "stages": [s.name for s in self.cfg.stages],
                 "timeouts_s": {s.name: s.timeout_s for s in self.cfg.stages},
                 "stall_windows_s": {s.name: s.stall_window_s for s in self.cfg.stages},
-                "options": self.cfg.options, "fork_server": self.cfg.fork_server,
+                "options": redact_mapping(self.cfg.options), "fork_server": self.cfg.fork_server,
                 "preload": self.preload, "environment": env,
             },
             "stages": [s.to_dict() for s in self.stages],
@@ -360,7 +360,7 @@ def _tail(path: Path) -> str:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
             fh.seek(max(0, size - LOG_TAIL_CHARS))
-            return fh.read().decode(errors="replace")
+            return redact_text(fh.read().decode(errors="replace"))   # a stage may print its arguments
     except OSError:
         return ""
 
