@@ -13,6 +13,10 @@ from gpuprobe.cli.common import command
 
 def verdict_lines(stage: dict, path: Path | None) -> list[str]:
     """The human view of one observed ``job`` stage (also printed by ``watch`` at a stall)."""
+    from gpuprobe import textsafe
+    from gpuprobe.redact import redact_argv
+
+    stage = textsafe.tree(stage)   # the job's text is untrusted: no escape sequences
     data = stage.get("data") or {}
     ev = stage.get("evidence") or {}
     cpu = data.get("cpu") or {}
@@ -20,7 +24,7 @@ def verdict_lines(stage: dict, path: Path | None) -> list[str]:
     gpu = ev.get("gpu") or {}
     lines = [f"job {', '.join(map(str, data.get('roots') or []))}: {stage.get('reason')}"]
     if data.get("command"):
-        lines.append(f"  command: {' '.join(data['command'])[:300]}")
+        lines.append(f"  command: {' '.join(redact_argv(data['command']))[:300]}")
     lines.append(f"  stdout/stderr: {streams.get('summary')}")
     lines.append(f"  CPU: {cpu.get('summary')}")
     if gpu.get("available"):

@@ -4,6 +4,10 @@ On a terminal, a view is a rich table when it fits the width without breaking a 
 (checked by rendering it, see :func:`fits`), else the plain layout, styled. When stdout
 is not a terminal (a SLURM log, a pipe) every view is plain lines: no table art, wrapped
 between words at ``$COLUMNS`` (else 80). The JSON views come from the same dicts.
+
+What a view shows from a result file is untrusted: each view takes the document through
+:func:`gpuprobe.textsafe.tree` (no escape sequences) and hands rich ``Text``, never a
+string it would parse as markup (``[/x]`` would raise mid-run).
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from gpuprobe import textsafe
 from gpuprobe.cli import plain
 from gpuprobe.cli.nextstep import next_step, progress
+from gpuprobe.redact import redact_command, redact_stacks
 
 STATUS_STYLE = {
     "pass": "green", "skip": "dim", "fail": "red", "crash": "bold red",
@@ -56,7 +62,7 @@ def fits(renderable: Any, width: int) -> bool:
 
 def line(console: Console, text: str | Text, style: str = "") -> None:
     """One line that rich must not wrap again (it is wrapped already)."""
-    console.print(text if isinstance(text, Text) else Text(text, style=style), soft_wrap=True, highlight=False)
+    console.print(text if isinstance(text, Text) else textsafe.rich_text(text, style), soft_wrap=True, highlight=False)
 
 
 def lines(console: Console, text: str, indent: str = "", hang: str | None = None, style: str = "") -> None:
@@ -115,8 +121,8 @@ def stage_table(stages: list[dict], notes: list[str]) -> Table:
         table.add_column(col, no_wrap=True)
     table.add_column("detail", ratio=1)
     for s in stages:
-        table.add_row(stage_label(s), status_text(s["status"]), seconds(s.get("duration_s")),
-                      s.get("last_mark") or "-", _detail(s, notes))
+        table.add_row(Text(stage_label(s)), status_text(s["status"]), seconds(s.get("duration_s")),
+                      Text(s.get("last_mark") or "-"), Text(_detail(s, notes)))
     return table
 
 
@@ -152,6 +158,7 @@ def print_stages_plain(console: Console, stages: list[dict]) -> None:
 
 
 def print_run(console: Console, doc: dict, path: str | None = None, verbose: bool = False) -> None:
+    doc = textsafe.tree(doc)
     fp = doc["fingerprint"]
     gpus = ", ".join(g.get("name") or "?" for g in fp.get("gpus") or []) or "no GPU"
     head = (f"run {doc['run_id']}  {doc['started_at']}  host {fp['hostname']}  {gpus}  device {doc['config']['device']}"
@@ -175,9 +182,10 @@ def print_run(console: Console, doc: dict, path: str | None = None, verbose: boo
 
 
 def print_stage_detail(console: Console, s: dict, full: bool = False, run_id: str | None = None) -> None:
+    s = textsafe.tree(s)
     title = f"{stage_label(s)}: {s['status']}"
     if console.is_terminal:
-        console.rule(title)
+        console.rule(Text(title))
     else:
         line(console, f"-- {title} --")
     marks = s.get("marks") or []
@@ -192,7 +200,7 @@ def print_stage_detail(console: Console, s: dict, full: bool = False, run_id: st
     stacks = ev.get("stacks") or {}
     if stacks.get("text"):
         line(console, f"stacks ({stacks.get('method')}):", "bold")
-        for raw in stacks["text"].rstrip().splitlines():   # keep the stack's own indentation
+        for raw in redact_stacks(stacks["text"]).rstrip().splitlines():   # files from older versions too   # keep the stack's own indentation
             body = raw.lstrip()
             lead = raw[: len(raw) - len(body)]
             lines(console, body, lead, lead + "    ")
@@ -200,7 +208,7 @@ def print_stage_detail(console: Console, s: dict, full: bool = False, run_id: st
         lines(console, f"stacks: none ({'; '.join(a.get('error', '') for a in stacks['attempts'])})")
     for p in (ev.get("process") or {}).get("processes") or []:
         lines(console, f"pid {p.get('pid')} state {p.get('state')} cpu {p.get('cpu_percent')}% "
-                       f"threads {p.get('num_threads')} wchan {p.get('wchan')}  {(p.get('cmdline') or '')[:100]}",
+                       f"threads {p.get('num_threads')} wchan {p.get('wchan')}  {redact_command(p.get('cmdline'))[:100]}",
               "  ", "      ")
     for m in s.get("signatures") or []:
         lines(console, f"known issue [{m['id']}] {m['title']}", style="bold yellow")
@@ -225,6 +233,7 @@ def _short(data: object, limit: int = 100) -> str:
 def print_matrix(console: Console, matrix: dict) -> None:
     from gpuprobe.store.render import rich_view
 
+    matrix = textsafe.tree(matrix)
     view = rich_view(matrix, STATUS_STYLE)
     if console.is_terminal and fits(view, console.width):
         console.print(view)
@@ -344,7 +353,7 @@ class LiveProgress:
                 what = "fork server importing for " + stage if preload else label
                 line(self.console, f"... [{self.position()}] {what}", "dim")
         if ev.get("ev") == "mark":
-            self.last_mark = (str(ev.get("name")), now)
+            self.last_mark = (textsafe.one_line(ev.get("name")), now)
 
     def position(self) -> str:
         n = len(self.order)
@@ -376,7 +385,7 @@ class LiveProgress:
     def stage_done(self, result: Any) -> None:
         if not self.enabled:
             return
-        d = result.to_dict()
+        d = textsafe.tree(result.to_dict())
         head = Text.assemble((f"{stage_label(d):<8} ", "bold"), status_text(d["status"]),
                              f"  {seconds(d.get('duration_s'))}" if d.get("duration_s") is not None else "")
         line(self.console, head)

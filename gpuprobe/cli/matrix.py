@@ -89,4 +89,6 @@ def matrix(results: tuple[Path, ...], view: str, models: tuple[str, ...], stages
         else:
             click.echo(text, nl=False)
     if data.get("skipped_message") and (output is not None or fmt != "text"):
-        click.echo(data["skipped_message"], err=True)
+        from gpuprobe import textsafe
+
+        click.echo(textsafe.terminal(data["skipped_message"]), err=True)   # names files found in the folder

@@ -36,6 +36,9 @@ ELLIPSIS = "\u2026"
 def preflight_view(v: dict) -> str:
     import click
 
+    from gpuprobe import textsafe
+
+    v = textsafe.tree(v)   # hostnames and GPU names from result files: no escape sequences
     stack = v["node"]["stack"]
     colour = {"ok": "green", "known-incompatible": "red", "no-evidence": "yellow", "transient": "yellow"}[v["verdict"]]
     head = click.style(f"preflight: {v['verdict']} (exit {v['exit_code']})", fg=colour, bold=True)

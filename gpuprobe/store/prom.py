@@ -13,6 +13,7 @@ import calendar
 import time
 from typing import Any, Iterable
 
+from gpuprobe import textsafe
 from gpuprobe.store.results import STATUSES
 
 PREFLIGHT_VERDICTS = ("ok", "known-incompatible", "no-evidence", "transient")
@@ -20,7 +21,8 @@ UNKNOWN = ("", "-", None, "unknown")
 
 
 def label_value(value: object) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    # a label value from a result file (a hostname, a GPU name) keeps no control characters
+    return textsafe.terminal(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 def labels(pairs: dict[str, Any]) -> str:

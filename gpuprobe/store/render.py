@@ -1,13 +1,16 @@
 """Renderers for the matrix and the model comparison: Markdown, HTML, Prometheus text, rich.
 
 Every renderer takes the dict :func:`gpuprobe.store.matrix.build` (or ``matrix_compare.compare``)
-returns, so the JSON and the human views always agree.
+returns, so the JSON and the human views always agree. Its text comes from result files, so
+it is untrusted: each format escapes it through :mod:`gpuprobe.textsafe`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+from gpuprobe import textsafe
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 FORMATS = ("text", "markdown", "json", "html", "prom")
@@ -28,8 +31,7 @@ def cell_text(cell: dict | None, detail: bool = True) -> str:
     return " · ".join(parts)
 
 
-def _md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+_md_escape = textsafe.markdown
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -41,8 +43,8 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _signature_lines(cells: list[tuple[str, str, dict]]) -> list[str]:
     lines = []
     for row_label, stage, sig in cells:
-        lines.append(f"- **{_md_escape(row_label)}**, `{stage}`: **{_md_escape(sig['title'])}** "
-                     f"(`{sig['id']}`, {sig.get('runs', '?')} runs). {_md_escape(sig.get('explanation') or '')} "
+        lines.append(f"- **{_md_escape(row_label)}**, {textsafe.code_span(stage)}: **{_md_escape(sig['title'])}** "
+                     f"({textsafe.code_span(sig['id'])}, {_md_escape(sig.get('runs', '?'))} runs). {_md_escape(sig.get('explanation') or '')} "
                      f"*Remedy:* {_md_escape(sig.get('remedy') or '')}")
     return lines
 
@@ -62,7 +64,7 @@ def to_markdown(matrix: dict) -> str:
              f"view: by {matrix['view']}. A cell counts the runs of that row and stage by status "
              f"(\"hang 3/3\": 3 of 3 runs hung), then the last run's date and the median duration.", ""]
     if matrix.get("filters"):
-        lines += ["Filters: " + ", ".join(f"{k}={v}" for k, v in matrix["filters"].items()), ""]
+        lines += ["Filters: " + ", ".join(_md_escape(f"{k}={v}") for k, v in matrix["filters"].items()), ""]
     lines += _md_table(header, rows) if rows else ["No results."]
     sigs = [(row_label(matrix, r), s, sig) for r in matrix["rows"] for s in matrix["stages"]
             for sig in (r["cells"][s] or {}).get("signatures") or []]
@@ -74,8 +76,8 @@ def to_markdown(matrix: dict) -> str:
         lines += ["", "## Failing cells: latest runs", ""]
         for label, s, c in latest:
             runs = ", ".join(f"{x['run_id']} ({x['host']}, {x['status']})" for x in c["latest"])
-            lines.append(f"- {_md_escape(label)}, `{s}`: {_md_escape(runs)}")
-    lines += ["", "Sources: " + ", ".join(f"{s['folder']} ({s['files']} files)" for s in matrix["sources"])]
+            lines.append(f"- {_md_escape(label)}, {textsafe.code_span(s)}: {_md_escape(runs)}")
+    lines += ["", "Sources: " + ", ".join(_md_escape(f"{s['folder']} ({s['files']} files)") for s in matrix["sources"])]
     if matrix.get("skipped_message"):
         lines += ["", f"Note: {_md_escape(matrix['skipped_message'])}"]
     return "\n".join(lines) + "\n"
@@ -83,7 +85,8 @@ def to_markdown(matrix: dict) -> str:
 
 def compare_markdown(cmp: dict) -> str:
     a, b = cmp["models"]
-    lines = [f"# {a} vs {b}", "", f"Generated {cmp['generated_at'][:19]}Z by `gpuprobe matrix --compare {a} {b}`.", ""]
+    lines = [f"# {_md_escape(a)} vs {_md_escape(b)}", "",
+             f"Generated {cmp['generated_at'][:19]}Z by {textsafe.code_span(f'gpuprobe matrix --compare {a} {b}')}.", ""]
     lines += _md_table(["stage", a, b], [[s, cell_text(cmp["cells"][s][a]), cell_text(cmp["cells"][s][b])]
                                          for s in cmp["stages"]])
     lines += ["", "## Fingerprint differences", ""]
@@ -101,7 +104,8 @@ def to_html(matrix: dict) -> str:
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             finalize=textsafe.html_finalize)
     env.filters["cell_text"] = cell_text
     return env.get_template("matrix.html.j2").render(m=matrix, titles=COLUMN_TITLES,
                                                      is_compare="models" in matrix)
@@ -139,6 +143,7 @@ def rich_view(matrix: dict, styles: dict[str, str] | None = None) -> Any:
     from rich.text import Text
 
     STATUS_STYLE = styles or {}
+    matrix = textsafe.tree(matrix)   # no escape sequences reach the terminal
 
     def cell(c: dict | None) -> Text:
         return Text(cell_text(c), style=STATUS_STYLE.get(c["status"], "")) if c else Text("-", style="dim")
@@ -146,30 +151,31 @@ def rich_view(matrix: dict, styles: dict[str, str] | None = None) -> Any:
     parts: list[Any] = []
     if "models" in matrix:
         a, b = matrix["models"]
-        t = Table(title=f"{a} vs {b}")
+        t = Table(title=Text(f"{a} vs {b}"))
         for col in ("stage", a, b):
-            t.add_column(col, overflow="fold")
+            t.add_column(Text(col), overflow="fold")
         for s in matrix["stages"]:
-            t.add_row(s, cell(matrix["cells"][s][a]), cell(matrix["cells"][s][b]))
+            t.add_row(Text(s), cell(matrix["cells"][s][a]), cell(matrix["cells"][s][b]))
         parts.append(t)
         d = Table(title="fingerprint differences")
         for col in ("", a, b):
-            d.add_column(col, overflow="fold")
+            d.add_column(Text(col), overflow="fold")
         for diff in matrix["differences"]:
-            d.add_row(diff["label"], ", ".join(diff["a"]) or "-", ", ".join(diff["b"]) or "-")
+            d.add_row(Text(diff["label"]), Text(", ".join(diff["a"]) or "-"), Text(", ".join(diff["b"]) or "-"))
         parts.append(d)
         for m in (a, b):
             for sig in matrix["signatures"][m]:
                 parts.append(Text.assemble((f"{m} [{sig['id']}] ", "bold"), sig["title"], "\n  ",
                                            (f"remedy: {sig.get('remedy') or '-'}", "cyan")))
     else:
-        t = Table(title=f"gpuprobe matrix (by {matrix['view']})")
+        t = Table(title=Text(f"gpuprobe matrix (by {matrix['view']})"))
         for c in matrix["columns"]:
-            t.add_column(COLUMN_TITLES.get(c, c), style="bold" if c == "gpu_model" else "", overflow="fold")
+            t.add_column(Text(COLUMN_TITLES.get(c, c)), style="bold" if c == "gpu_model" else "", overflow="fold")
         for s in matrix["stages"]:
-            t.add_column(s, overflow="fold")
+            t.add_column(Text(s), overflow="fold")
         for r in matrix["rows"]:
-            t.add_row(*[str(r["key"].get(c, "-")) for c in matrix["columns"]], *[cell(r["cells"][s]) for s in matrix["stages"]])
+            t.add_row(*[Text(str(r["key"].get(c, "-"))) for c in matrix["columns"]],
+                      *[cell(r["cells"][s]) for s in matrix["stages"]])
         parts.append(t)
         seen = set()
         for r in matrix["rows"]:

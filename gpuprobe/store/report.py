@@ -3,6 +3,10 @@
 Sections: the verdict per stage, the node and its stack, a timeline of every mark (seconds
 since the run started), and for each stage with evidence the stacks, the process and GPU
 snapshots, and the known-issue signatures it matched with their remedies.
+
+The run's text is untrusted (it comes from a result file): command lines and stacks are
+redacted again here (files from older versions), and each format escapes the rest
+through :mod:`gpuprobe.textsafe`.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+from gpuprobe import textsafe
+from gpuprobe.redact import redact_command, redact_snapshot, redact_stacks, redact_text
 from gpuprobe.store.render import TEMPLATES
 
 MAX_DATA_CHARS = 160
@@ -43,37 +49,32 @@ def context(doc: dict, path: Path | None = None) -> dict:
                              "gpu": st.get("gpu"), "mark": m.get("name"), "data": _short(m.get("data"))})
         ev = st.get("evidence") or {}
         stacks = (ev.get("stacks") or {})
-        process = ev.get("process") or {}
+        process = redact_snapshot(ev.get("process") or {})
         gpu = ev.get("gpu") or {}
         stages.append({
             "stage": st.get("stage"), "gpu": st.get("gpu"), "status": st.get("status"), "reason": st.get("reason"),
             "duration_s": st.get("duration_s"), "last_mark": st.get("last_mark"), "started_at": st.get("started_at"),
             "signatures": [s for s in st.get("signatures") or [] if isinstance(s, dict)],
             "error": (st.get("error") or {}).get("traceback") or (st.get("error") or {}).get("message"),
-            "stacks_method": stacks.get("method"), "stacks": (stacks.get("text") or "")[:MAX_STACK_CHARS],
+            "stacks_method": stacks.get("method"), "stacks": redact_stacks(stacks.get("text") or "")[:MAX_STACK_CHARS],
             "process": {"cpu_percent_total": process.get("cpu_percent_total"), "window_s": process.get("window_s"),
                         "processes": process.get("processes") or [], "threads": process.get("threads") or [],
                         "threads_total": process.get("threads_total")} if process else None,
             "gpu_snapshot": gpu.get("gpus") or [], "gpu_reason": None if gpu.get("available", True) else gpu.get("reason"),
-            "log_tail": ev.get("log_tail") or "",
+            "log_tail": redact_text(ev.get("log_tail") or ""),
         })
     timeline.sort(key=lambda r: r["t"])
     return {
         "run_id": doc.get("run_id"), "path": str(path) if path else None, "started_at": run_start,
         "finished_at": doc.get("finished_at"), "complete": bool(doc.get("complete")),
         "provenance": doc.get("provenance") or {}, "summary": doc.get("summary") or {},
-        "command": " ".join(str(c) for c in (doc.get("provenance") or {}).get("command") or []),
+        "command": redact_command([str(c) for c in (doc.get("provenance") or {}).get("command") or []]),
         "stack": Fingerprint.from_dict(fp).stack_key(), "fingerprint": fp, "stages": stages, "timeline": timeline,
     }
 
 
-def _md(text: object) -> str:
-    return str(text if text is not None else "-").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
-
-
-def _fence(text: str) -> list[str]:
-    fence = "````" if "```" in text else "```"
-    return [fence, text.rstrip(), fence]
+_md = textsafe.markdown
+_fence = textsafe.code_block
 
 
 def to_markdown(ctx: dict) -> str:
@@ -84,7 +85,7 @@ def to_markdown(ctx: dict) -> str:
              f"- started {_md(ctx['started_at'])}, finished {_md(ctx['finished_at'])}",
              f"- provenance: {_md(ctx['provenance'].get('kind'))}"
              + (f", source {_md(ctx['provenance'].get('source'))}" if ctx["provenance"].get("source") else ""),
-             f"- command: `{_md(ctx['command'])}`" if ctx["command"] else "- command: -", ""]
+             f"- command: {textsafe.code_span(ctx['command'])}" if ctx["command"] else "- command: -", ""]
     lines += ["## Stages", "", "| stage | gpu | status | time | last mark | reason |", "|---|---|---|---|---|---|"]
     for st in ctx["stages"]:
         dur = f"{st['duration_s']:.2f} s" if isinstance(st["duration_s"], (int, float)) else "-"
@@ -111,7 +112,7 @@ def to_markdown(ctx: dict) -> str:
             continue
         lines += ["", f"## Evidence: {_md(st['stage'])} ({_md(st['status'])})", ""]
         for sig in st["signatures"]:
-            lines.append(f"- signature **{_md(sig.get('title'))}** (`{_md(sig.get('id'))}`): {_md(sig.get('explanation'))} "
+            lines.append(f"- signature **{_md(sig.get('title'))}** ({textsafe.code_span(sig.get('id'))}): {_md(sig.get('explanation'))} "
                          f"*Remedy:* {_md(sig.get('remedy'))}")
         if st["process"]:
             p = st["process"]
@@ -136,7 +137,8 @@ def to_html(ctx: dict) -> str:
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
-                             undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
+                             undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True,
+                             finalize=textsafe.html_finalize)
     return env.get_template("report.html.j2").render(r=ctx)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -89,7 +90,8 @@ def new_run_id(hostname: str | None = None) -> str:
     """Sortable by time, unique across nodes writing into one folder."""
     import secrets   # here, not at the top: preflight reads results and never names a run
 
-    host = (hostname or os.uname().nodename).split(".")[0]
+    # the host is a file name's part: a hostname holding "/" or control characters must not escape it
+    host = re.sub(r"[^A-Za-z0-9_-]+", "_", (hostname or os.uname().nodename).split(".")[0]) or "host"
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return f"{stamp}-{host}-{secrets.token_hex(3)}"
 
