@@ -46,7 +46,9 @@ _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s:]+:[^/@\s
 # key=value inside one argument: at its start (after dashes) or after ? & ; , (a query string)
 _KEY_VALUE = re.compile(r"(?P<lead>^-{0,2}|[?&;,])(?P<key>[A-Za-z][\w.-]*)=(?P<value>[^&;,\s]*)")
 _BEARER = re.compile(r"\b(?P<kind>Bearer|Basic)\s+(?P<value>[A-Za-z0-9._~+/=-]{8,})", re.I)
-_PYSPY_HEAD = re.compile(r"^(?P<head>Process \d+: )(?P<cmd>.*)$", re.M)
+_PYSPY_HEAD = re.compile(r"^(?P<head>(?:Parent )?Process \d+: )(?P<cmd>.*)$", re.M)
+# "key": "value" in JSON on a command line (a --config '{"api_key": ...}' argument)
+_JSON_PAIR = re.compile(r'(?P<key>"[\w.-]+"\s*:\s*)"(?P<value>(?:[^"\\]|\\.)*)"')
 
 
 def is_secret_name(name: str) -> bool:
@@ -105,12 +107,14 @@ def redact_argv(argv: list[str]) -> list[str]:
 
 def redact_text(text: str) -> str:
     """Free text (a space-joined command line, a log tail) with the argv rules applied word by
-    word, keeping its spacing and line breaks, and ``Bearer X`` headers hidden."""
+    word, keeping its spacing and line breaks; ``Bearer X`` headers and JSON ``"token": "X"`` too."""
     parts = re.split(r"(\s+)", text)
     words = parts[0::2]
     clean = redact_argv(words)
     parts[0::2] = clean
-    return _BEARER.sub(lambda m: f"{m.group('kind')} {REDACTED}", "".join(parts))
+    text = _BEARER.sub(lambda m: f"{m.group('kind')} {REDACTED}", "".join(parts))
+    return _JSON_PAIR.sub(lambda m: f'{m.group("key")}"{REDACTED}"' if is_secret_key(m.group("key")) and m.group("value")
+                          else m.group(0), text)
 
 
 def redact_command(cmdline: list[str] | str | None) -> str:
@@ -121,7 +125,7 @@ def redact_command(cmdline: list[str] | str | None) -> str:
 
 
 def redact_stacks(text: str) -> str:
-    """py-spy heads each process with its command line ("Process 12: python train.py --token X")."""
+    """py-spy heads each process, and its parent, with its command line ("Process 12: python train.py --token X")."""
     return _PYSPY_HEAD.sub(lambda m: m.group("head") + redact_text(m.group("cmd")), text or "")
 
 
