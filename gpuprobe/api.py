@@ -12,12 +12,27 @@ from pathlib import Path
 from gpuprobe import exitcodes, paths
 from gpuprobe.store.preflight import INCOMPATIBLE, NO_EVIDENCE, OK, TRANSIENT, PreflightError, Verdict
 
-__all__ = ["check", "results_folder", "Verdict", "PreflightError", "OK", "INCOMPATIBLE", "NO_EVIDENCE",
+__all__ = ["check", "results_folder", "redact_command", "redact_config", "Verdict", "PreflightError", "OK", "INCOMPATIBLE", "NO_EVIDENCE",
            "TRANSIENT", "EXIT_USAGE", "EXIT_INCOMPATIBLE", "EXIT_TEMPFAIL"]
 
 EXIT_USAGE = exitcodes.USAGE
 EXIT_INCOMPATIBLE = exitcodes.INCOMPATIBLE
 EXIT_TEMPFAIL = exitcodes.TEMPFAIL
+
+
+def redact_command(argv: list[str]) -> list[str]:
+    """``argv`` with credential values replaced (``--api-key=X``, ``--token X``, ``user:pass@``):
+    gpuprobe's own rules (docs/WATCHDOG.md, "Credentials"), for what a job records."""
+    from gpuprobe.redact import redact_argv
+
+    return redact_argv(argv)
+
+
+def redact_config(config: dict) -> dict:
+    """A copy of ``config`` with the values of credential-like keys (``wandb.api_key``) replaced."""
+    from gpuprobe.redact import redact_mapping
+
+    return redact_mapping(config)
 
 
 def results_folder() -> Path:

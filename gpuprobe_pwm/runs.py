@@ -196,10 +196,12 @@ def find_run(logdir: Path, name: str) -> Path:
 
 def run_metadata(argv: list[str], config: dict[str, Any], run_dir: Path, logdir: Path,
                  start_cwd: Path, device: str) -> dict[str, Any]:
+    from gpuprobe import api   # run.json is shared like a result file: no credentials in it
+
     root = repo_root()
     return {
-        "command": [sys.executable, *argv],
-        "config": config,
+        "command": api.redact_command([sys.executable, *argv]),
+        "config": api.redact_config(config),
         "git_commit": git_commit(root),
         "fingerprint": asdict(node_fingerprint(device)),
         "paths": {"run_dir": str(Path(run_dir).resolve()), "logdir": str(Path(logdir).resolve()),

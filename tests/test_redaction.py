@@ -124,3 +124,15 @@ def test_views_redact_files_written_before_redaction(tmp_path):
     shown = _gpuprobe(["show", str(path), "--verbose"], {})
     assert shown.returncode == 0, shown.stderr
     assert SECRET not in shown.stdout and TOKEN not in shown.stdout
+
+
+def test_trainer_run_json_has_no_credentials(tmp_path):
+    """The bundled trainer's run.json (command and resolved config) takes the same rules."""
+    from gpuprobe_pwm.runs import run_metadata
+
+    meta = run_metadata(["train.py", f"wandb.api_key={SECRET}", "alg=pwm_5M"],
+                        {"wandb": {"api_key": SECRET, "project": "p"}, "alg": {"lr": 1e-3}},
+                        tmp_path, tmp_path, tmp_path, "cpu")
+    assert SECRET not in json.dumps(meta)
+    assert meta["command"][-2:] == [f"wandb.api_key={REDACTED}", "alg=pwm_5M"]
+    assert meta["config"] == {"wandb": {"api_key": REDACTED, "project": "p"}, "alg": {"lr": 1e-3}}
