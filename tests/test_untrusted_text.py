@@ -187,3 +187,18 @@ def test_a_real_run_on_a_hostile_hostname(tmp_path):
     assert_terminal_safe(run.stdout + run.stderr)
     [path] = results.glob("*.result.json")            # the hostname's "/" made no folder of the run id
     assert json.loads(path.read_text())["fingerprint"]["hostname"] == HOST
+
+
+def test_preflight_view(folder):
+    """Judging the hostile node from its own result file: the answer names it, inertly."""
+    from click.testing import CliRunner
+
+    [path] = folder.glob("*.result.json")
+    for fmt in ("text", "prom"):
+        res = CliRunner(env={"COLUMNS": "200"}).invoke(cli, ["preflight", "--fingerprint", str(path), "--results",
+                                                             str(folder), "--format", fmt])
+        assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+        assert res.exit_code in (0, 4), res.output
+        assert "\x1b" not in res.output and "\x07" not in res.output
+        if fmt == "text":
+            assert "node[/x]" in res.output
