@@ -77,6 +77,14 @@ def cli(verbose: int) -> None:
         logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
 
 
+def _error(message: str) -> None:
+    """One error line; it may quote a file name or a value from a result file, so no escape
+    sequence or line break in it reaches the terminal."""
+    from gpuprobe import textsafe
+
+    click.echo(f"Error: {textsafe.one_line(message)}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every error is one line on stderr with its exit code, never a traceback."""
     try:
@@ -87,16 +95,16 @@ def main(argv: list[str] | None = None) -> None:
     except click.UsageError as exc:
         hint = (f" (see 'gpuprobe {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent
                 else " (see 'gpuprobe --help')")
-        click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+        _error(f"{exc.format_message()}{hint}")
         code = exitcodes.USAGE
     except click.ClickException as exc:
-        click.echo(f"Error: {exc.format_message()}", err=True)
+        _error(exc.format_message())
         code = exc.exit_code if exc.exit_code != 1 else exitcodes.USAGE
     except exitcodes.UsageProblem as exc:  # the library's input errors (results folder, result file, ...)
-        click.echo(f"Error: {exc}", err=True)
+        _error(str(exc))
         code = exc.exit_code
     except ValueError as exc:  # a bad value the library found before anything ran
-        click.echo(f"Error: {exc}", err=True)
+        _error(str(exc))
         code = exitcodes.USAGE
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("Interrupted.", err=True)
