@@ -187,6 +187,10 @@ def test_a_real_run_on_a_hostile_hostname(tmp_path):
     assert_terminal_safe(run.stdout + run.stderr)
     [path] = results.glob("*.result.json")            # the hostname's "/" made no folder of the run id
     assert json.loads(path.read_text())["fingerprint"]["hostname"] == HOST
+    info = subprocess.run(["unshare", "-u", sys.executable, "-c", wrapper, "info"], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=120)
+    assert info.returncode == 0, info.stderr
+    assert_terminal_safe(info.stdout)
 
 
 def test_preflight_view(folder):

@@ -102,7 +102,7 @@ def fingerprint_rows(fp: dict) -> list[tuple[str, str]]:
 
 
 def print_fingerprint(console: Console, fp: dict) -> None:
-    for key, value in fingerprint_rows(fp):
+    for key, value in fingerprint_rows(textsafe.tree(fp)):   # hostname and GPU names are not ours
         first, *rest = plain.wrap(value, f"{key:<10}", " " * 10, cols=console.width)
         line(console, Text.assemble((first[:10], "bold"), first[10:]))
         for ln in rest:
