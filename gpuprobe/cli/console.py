@@ -200,7 +200,8 @@ def print_stage_detail(console: Console, s: dict, full: bool = False, run_id: st
     stacks = ev.get("stacks") or {}
     if stacks.get("text"):
         line(console, f"stacks ({stacks.get('method')}):", "bold")
-        for raw in redact_stacks(stacks["text"]).rstrip().splitlines():   # files from older versions too   # keep the stack's own indentation
+        # redacted again: files from older versions; each line keeps the stack's own indentation
+        for raw in redact_stacks(stacks["text"]).rstrip().splitlines():
             body = raw.lstrip()
             lead = raw[: len(raw) - len(body)]
             lines(console, body, lead, lead + "    ")

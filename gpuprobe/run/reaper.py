@@ -14,6 +14,8 @@ import time
 
 import psutil
 
+from gpuprobe.redact import redact_command
+
 TERM_GRACE_S = 0.5
 KILL_WAIT_S = 1.0
 
@@ -92,9 +94,7 @@ def _describe(p: psutil.Process) -> dict:
     stat = read(f"/proc/{p.pid}/stat")
     state = stat.rsplit(")", 1)[1].split()[0] if ")" in stat else "?"
     try:
-        from gpuprobe.redact import redact_command
-
-        cmd = redact_command(p.cmdline())[:300]
+        cmd = redact_command(p.cmdline())[:300]   # a survivor's arguments may hold credentials
     except psutil.Error:
         cmd = ""
     return {"pid": p.pid, "state": state, "wchan": read(f"/proc/{p.pid}/wchan"), "cmdline": cmd}
