@@ -206,3 +206,27 @@ def test_preflight_view(folder):
         assert "\x1b" not in res.output and "\x07" not in res.output
         if fmt == "text":
             assert "node[/x]" in res.output
+
+
+@pytest.mark.parametrize("raw, shown", [
+    ("a\x1b]0;title\x07b", "ab"),                 # OSC ended by BEL
+    ("a\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\b", "alinkb"),   # OSC 8 hyperlink, ended by ST
+    ("a\x1b[2J\x1b[31mb\x1b[0m", "ab"),           # CSI: clear screen, colours
+    ("a\x9b2Jb\x9d0;t\x9cc", "abc"),              # the 8-bit C1 forms
+    ("a\rb\x08c\x00d", "abcd"),                   # carriage return, backspace, NUL
+    ("line 1\n\tline 2", "line 1\n\tline 2"),     # newlines and tabs stay
+])
+def test_terminal_strips_what_a_terminal_acts_on(raw, shown):
+    from gpuprobe import textsafe
+
+    assert textsafe.terminal(raw) == shown
+
+
+def test_markdown_code_spans_and_fences_hold():
+    from gpuprobe import textsafe
+
+    html = rendered(f"x {textsafe.code_span('a ``` b ` c')} y\n\n" + "\n".join(textsafe.code_block("```\n````\n<b>")))
+    assert "<code>a ``` b ` c</code>" in html
+    assert "<pre><code>```\n````\n&lt;b&gt;\n</code></pre>" in html
+    assert rendered(textsafe.markdown("[a](javascript:x) <b>|</b>")).strip() == \
+        "<p>[a](javascript:x) &lt;b&gt;|&lt;/b&gt;</p>"
