@@ -106,10 +106,9 @@ def test_secret_in_a_child_command_line_is_in_no_file_report_or_terminal(tmp_pat
 
 def test_views_redact_files_written_before_redaction(tmp_path):
     """A result file from an older version, with the secret stored raw: shown redacted."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from result_factory import make_result
     from gpuprobe.store import report
     from gpuprobe.store.results import read_result
+    from result_factory import make_result
 
     path = make_result(tmp_path, "l40s", "n1", {"buffer": "hang"})
     doc = json.loads(path.read_text())
