@@ -22,7 +22,6 @@ import copy
 import logging
 import pickle
 import pickletools
-import re
 import types
 import zipfile
 from dataclasses import dataclass, field
@@ -231,7 +230,8 @@ def read_upstream_checkpoint(path: str | Path) -> dict[str, Any]:
                           what="upstream checkpoint")
     missing = [k for k in ("actor", "critic", "world_model") if not isinstance(raw, dict) or k not in raw]
     if missing:
-        raise UpstreamCheckpointError(f"{path} is not a checkpoint written by upstream PWM.save (no {', '.join(missing)})")
+        raise UpstreamCheckpointError(
+            f"{path} is not a checkpoint written by upstream PWM.save (no {', '.join(missing)})")
     for key in ("actor", "critic", "world_model"):
         if not isinstance(raw[key], dict) or not all(torch.is_tensor(v) for v in raw[key].values()):
             raise UpstreamCheckpointError(f"{path}: {key} is not a state dict of tensors")

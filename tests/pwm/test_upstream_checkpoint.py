@@ -20,7 +20,6 @@ import torch
 
 from gpuprobe_pwm.agent import AgentConfig, PWMAgent
 from gpuprobe_pwm.models import ModelConfig, build_models, upstream_layout
-from gpuprobe_pwm.normalizer import RunningMeanStd
 from gpuprobe_pwm.safe_load import CheckpointError, UnsafeCheckpoint
 from gpuprobe_pwm.upstream import (
     UpstreamActor,
