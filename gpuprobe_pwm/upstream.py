@@ -21,9 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import pickle
-import pickletools
 import types
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ from gpuprobe_pwm.upstream_format import (
     actor_to_upstream,
     critic_from_upstream,
     critic_to_upstream,
+    is_upstream_checkpoint,
     model_config_from_upstream,
     optimizer_from_upstream,
     optimizer_to_upstream,
@@ -50,6 +49,9 @@ from gpuprobe_pwm.upstream_format import (
 )
 
 log = logging.getLogger(__name__)
+
+__all__ = ["UpstreamAgent", "UpstreamRunningMeanStd", "is_upstream_checkpoint", "load_upstream_checkpoint",
+           "read_upstream_checkpoint", "save_upstream_checkpoint"]
 
 UPSTREAM_RMS_NAME = "pwm.utils.running_mean_std.RunningMeanStd"
 
@@ -205,24 +207,6 @@ def _normalizer_state(rms: UpstreamRunningMeanStd, name: str) -> dict[str, Any]:
 
 
 # ---- in --------------------------------------------------------------------------------------------
-
-def is_upstream_checkpoint(path: str | Path) -> bool:
-    """Whether `path` looks like a file PWM.save wrote (its world model's keys start with
-    `_encoder.`), read from the pickle's instructions without running any of them."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            name = next((n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
-            if name is None:
-                return False
-            data = archive.read(name)
-        for opcode, arg, _ in pickletools.genops(data):
-            # A world-model key, or the RunningMeanStd class (a GLOBAL's argument is "module name").
-            if isinstance(arg, str) and arg.startswith(("_encoder.", "pwm.utils.running_mean_std ")):
-                return True
-    except (OSError, zipfile.BadZipFile, ValueError, pickle.PickleError, StopIteration):
-        return False
-    return False
-
 
 def read_upstream_checkpoint(path: str | Path) -> dict[str, Any]:
     """The file's top-level dict, loaded weights-only with the RunningMeanStd stand-in allowed."""

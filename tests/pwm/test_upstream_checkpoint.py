@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from gpuprobe_pwm.agent import AgentConfig, PWMAgent
+from gpuprobe_pwm.checkpoint import load_checkpoint
 from gpuprobe_pwm.models import ModelConfig, build_models, upstream_layout
 from gpuprobe_pwm.safe_load import CheckpointError, UnsafeCheckpoint
 from gpuprobe_pwm.upstream import (
@@ -148,6 +149,8 @@ def test_loaded_networks_reproduce_upstreams_outputs(upstream_made):
         else:
             assert torch.equal(rms.mean, expected[0]) and torch.equal(rms.var, expected[1])
             assert rms.count == pytest.approx(expected[2].item())
+    # The normalisers normalise as upstream's (eps 1e-5, clipped to +-5).
+    assert torch.allclose(agent.obs_rms.normalize(theirs["obs"]), theirs["obs_normalized"], atol=TOL)
     lrs = theirs["lrs"].tolist()
     assert [agent.learning_rates[k] for k in ("actor", "critic", "world_model")] == pytest.approx(lrs)
 
@@ -173,6 +176,8 @@ def test_the_loaded_agent_is_the_trainers_agent(upstream_made):
 
 def test_loading_never_imports_upstream_nor_runs_pickled_code(upstream_made, tmp_path):
     _, out = upstream_made
+    with pytest.raises(CheckpointError, match="load_upstream_checkpoint"):  # the resume path points the way
+        load_checkpoint(out / "upstream.pt", "cpu")
     load_upstream_checkpoint(out / "upstream.pt")
     assert not [m for m in sys.modules if m == "pwm" or m.startswith("pwm.")]
     raw = read_upstream_checkpoint(out / "upstream.pt")
