@@ -236,11 +236,10 @@ def load_upstream_checkpoint(path: str | Path, device: str | torch.device = "cpu
         wm.load_state_dict(wm_from_upstream(raw["world_model"]))
         actor.load_state_dict(actor_from_upstream(raw["actor"]))
         critic.load_state_dict(critic_from_upstream(raw["critic"]))
-    except (KeyError, IndexError, ValueError, RuntimeError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UpstreamCheckpointError(f"upstream checkpoint {path}: networks do not fit ({first})") from None
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:  # shapes that do not fit
+        # load_state_dict's message names the module on its first line and the mismatch on the next.
+        detail = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])[:300] or type(exc).__name__
+        raise UpstreamCheckpointError(f"upstream checkpoint {path}: networks do not fit ({detail})") from None
     optimizer_states, lrs = {}, {}
     for key, module, upstream_sd in (("actor_opt", actor, raw["actor"]), ("critic_opt", critic, raw["critic"]),
                                      ("world_model_opt", wm, raw["world_model"])):
@@ -252,14 +251,14 @@ def load_upstream_checkpoint(path: str | Path, device: str | torch.device = "cpu
             names = [n for n, _ in module.named_parameters()]
             optimizer_states[key] = optimizer_from_upstream(opt_state, slots_for(kind, upstream_sd), names)
             lrs[key.removesuffix("_opt")] = float(opt_state["param_groups"][0]["lr"])
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError, CheckpointError) as exc:
             log.warning("upstream checkpoint %s: %s state not usable (%s); optimisers start fresh", path, key, exc)
     agent = UpstreamAgent(
         wm=UpstreamWorldModel(wm.to(device)), actor=UpstreamActor(actor.to(device)),
         critic=UpstreamCritic(critic.to(device)), model=cfg, obs_dim=obs_dim, act_dim=act_dim,
-        obs_rms=UpstreamRunningMeanStd.checked(raw.get("obs_rms"), "obs_rms", device),
-        rew_rms=UpstreamRunningMeanStd.checked(raw.get("rew_rms"), "rew_rms", device),
-        ret_rms=UpstreamRunningMeanStd.checked(raw.get("ret_rms"), "ret_rms", device),
+        obs_rms=UpstreamRunningMeanStd.checked(raw.get("obs_rms"), f"upstream checkpoint {path}: obs_rms", device),
+        rew_rms=UpstreamRunningMeanStd.checked(raw.get("rew_rms"), f"upstream checkpoint {path}: rew_rms", device),
+        ret_rms=UpstreamRunningMeanStd.checked(raw.get("ret_rms"), f"upstream checkpoint {path}: ret_rms", device),
         optimizer_states=optimizer_states, learning_rates=lrs, source=Path(path))
     log.info("loaded upstream checkpoint %s: obs %d, act %d, latent %d, reward bins %d", path, obs_dim, act_dim,
              cfg.latent_dim, cfg.reward_bins)

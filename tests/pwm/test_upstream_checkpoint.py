@@ -286,3 +286,20 @@ def test_our_written_file_loads_back_exactly_without_upstream(tmp_path):
         for i, per in mine["state"].items():
             assert all(torch.equal(per[k], state[key]["state"][i][k]) for k in per)
     assert torch.allclose(state["rew_rms"]["var"], agent.rew_rms.var)
+
+
+def test_a_damaged_upstream_file_is_one_line_and_a_bad_optimiser_state_starts_fresh(tmp_path, caplog):
+    raw = read_upstream_checkpoint(save_upstream_checkpoint(_trainer_agent(0), tmp_path / "ours.pt"))
+    plain = {**raw, "obs_rms": None, "rew_rms": None, "ret_rms": None}  # plain data: torch.save can write it
+    torch.save({**plain, "critic": {**raw["critic"], "params.2": torch.zeros(3, 7)}}, tmp_path / "bad_critic.pt")
+    with pytest.raises(CheckpointError, match="networks do not fit .*size mismatch") as caught:
+        load_upstream_checkpoint(tmp_path / "bad_critic.pt")
+    assert "\n" not in str(caught.value)
+    torch.save({**plain, "obs_rms": "not a RunningMeanStd"}, tmp_path / "bad_rms.pt")
+    with pytest.raises(CheckpointError, match="obs_rms"):
+        load_upstream_checkpoint(tmp_path / "bad_rms.pt")
+    torch.save({**plain, "actor_opt": {"state": {}, "param_groups": [{"lr": 1.0, "params": [0, 1]}]}},
+               tmp_path / "bad_opt.pt")
+    loaded = load_upstream_checkpoint(tmp_path / "bad_opt.pt")
+    assert "actor_opt" not in loaded.optimizer_states and "critic_opt" in loaded.optimizer_states
+    assert "actor_opt state not usable" in caplog.text
