@@ -22,7 +22,7 @@ def test_write_atomic_leaves_old_file_on_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", boom)
     with pytest.raises(OSError):
-        results.write_atomic(target, {"schema": 1, "stages": [{"stage": "new"}]})
+        results.write_atomic(target, {"schema": 1, "stages": [{"stage": "new", "status": "pass"}]})
     assert json.loads(target.read_text())["stages"] == []
     assert [p.name for p in tmp_path.iterdir()] == ["r.result.json"]  # no temp file left
 

@@ -197,22 +197,33 @@ def results_folders(results: Iterable[Path] | Path | None) -> list[Path]:
     return [paths.resolve_results_dir(r).path for r in given] or [paths.resolve_results_dir(None).path]
 
 
-def locate_run(folders: list[Path], ref: str) -> Path:
-    """RUN (a path, a run id or prefix, ``latest``) in the first folder that has it; ``latest``
-    is the newest over all the folders."""
-    from gpuprobe.store.results import find_run
+def locate_run(folders: list[Path], ref: str):
+    """RUN (a path, a run id or prefix, ``latest``) over ``folders``, read through the
+    validating loader: a :class:`gpuprobe.store.runs.Found` (record, path, files skipped).
 
-    found, errors = [], []
-    for folder in folders:
-        try:
-            found.append(find_run(folder, ref))
-        except FileNotFoundError as exc:
-            errors.append(str(exc))
-        if found and ref != "latest":
-            break
-    if not found:
-        raise click.ClickException(errors[0] if len(errors) == 1 else "; ".join(errors))
-    return max(found, key=lambda p: p.stat().st_mtime)
+    Files passed over on the way to ``latest`` are warned about on stderr, one line each.
+    """
+    from gpuprobe.store import runs
+
+    try:
+        found = runs.find(folders, ref)
+    except runs.RunNotFound as exc:   # exit 1, as it always was: no such run is not a bad option
+        warn_skipped(getattr(exc, "skipped", []))
+        raise click.ClickException(str(exc)) from None
+    warn_skipped(found.skipped)
+    return found
+
+
+MAX_SKIP_LINES = 20   # a folder with thousands of bad files: --json lists them all
+
+
+def warn_skipped(skipped: list) -> None:
+    """One stderr line per skipped file (file and reason), at most MAX_SKIP_LINES of them."""
+    for item in skipped[:MAX_SKIP_LINES]:
+        click.echo(item.line(), err=True)
+    if len(skipped) > MAX_SKIP_LINES:
+        click.echo(f"warning: and {len(skipped) - MAX_SKIP_LINES} more skipped files (--json lists every one)",
+                   err=True)
 
 
 def emit_json(data: object) -> None:

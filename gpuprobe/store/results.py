@@ -5,7 +5,7 @@ Layout (schema 1)::
     {
       "schema": 1, "run_id": "...", "tool": {"name": "gpuprobe", "version": "0.1.0"},
       "started_at": ISO-8601 UTC, "finished_at": ISO-8601 UTC | null, "complete": bool,
-      "provenance": {"kind": "probed" | "reported", "command": [...], "source": ..., "note": ...},
+      "provenance": {"kind": see gpuprobe.store.provenance, "command": [...], "source": ..., "note": ...},
       "fingerprint": {... see gpuprobe.node.fingerprint.Fingerprint ...},
       "config": {"device": ..., "stages": [...], "timeouts": {...}, "environment": {...}},
       "stages": [StageResult, ...],
@@ -18,13 +18,12 @@ finished (``complete`` stays false). Files are named ``<run_id>.result.json``.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from gpuprobe import atomic, exitcodes
 
@@ -120,39 +119,25 @@ def summarise(stages: list[StageResult]) -> dict:
 
 # -- files ------------------------------------------------------------------------
 def write_atomic(path: Path, data: dict | str) -> Path:
-    """Write a result (a dict, as JSON) or text so readers see the old file or the new one."""
-    text = data if isinstance(data, str) else json.dumps(data, indent=1, sort_keys=False, default=_json_default)
-    return atomic.write_atomic(path, text)
+    """Write a result (a dict, checked and dumped by :func:`gpuprobe.store.record.dump_record`)
+    or text so readers see the old file or the new one.
 
+    A dict that the loader would refuse (NaN in a duration, a GPU index SQLite cannot hold)
+    raises :class:`gpuprobe.store.record.RecordError` and nothing is written.
+    """
+    if not isinstance(data, str):
+        from gpuprobe.store.record import dump_record
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if hasattr(obj, "to_json"):
-        return obj.to_json()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    return repr(obj)
+        data = dump_record(data)
+    return atomic.write_atomic(path, data)
 
 
 def read_result(path: Path) -> dict:
-    """Load and minimally validate a result file; ResultFileError says what is wrong."""
-    path = Path(path)
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ResultFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ResultFileError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); corrupt or partial file") from None
-    if not isinstance(data, dict) or "schema" not in data or not isinstance(data.get("stages"), list):
-        raise ResultFileError(f"{path}: not a gpuprobe result file (no schema or stages)")
-    if data["schema"] > SCHEMA_VERSION:
-        raise ResultFileError(f"{path}: schema {data['schema']} is newer than this gpuprobe understands ({SCHEMA_VERSION})")
-    return data
+    """A result file's document, through the validating loader (:func:`gpuprobe.store.record.load_record`);
+    ``RecordError`` (a ResultFileError) says in one line what is wrong."""
+    from gpuprobe.store.record import load_record
+
+    return load_record(path).doc
 
 
 def iter_result_files(folder: Path) -> Iterator[Path]:

@@ -1,0 +1,413 @@
+"""The run record: one typed model of a result file, its validating loader and its writer.
+
+Every reader of result files goes through :func:`load_record` and every writer through
+:func:`dump_record` (``results.write_atomic`` calls it), so what one writes the other reads.
+
+A results folder is shared by every node of a cluster and anyone can drop a file into it,
+so the loader assumes nothing about a file: it never blocks on opening one (FIFOs, devices
+and directories are refused from ``stat`` before any ``open``, and the open is non-blocking
+in case the name was swapped in between), caps its size, and refuses what would break a
+reader later: bytes that are not UTF-8, truncated JSON, lone surrogates (SQLite and every
+encoder reject them), nesting deeper than :data:`MAX_DEPTH`, NaN and Infinity (not JSON),
+integers SQLite cannot hold, and fields of the wrong type. Each refusal is a
+:class:`RecordError` whose message is one line: the file and the reason.
+
+Cheap on purpose (the index runs it over 100,000 files): the number and surrogate checks
+re-parse only files whose text could hold such a thing, found by a regular expression.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpuprobe.store import provenance as prov
+from gpuprobe.store.results import SCHEMA_VERSION, STATUSES, Mark, ResultFileError, StageResult
+
+MAX_BYTES = 32 << 20       # the biggest real result (hang evidence, 50 log lines) is well under 1 MiB
+MAX_DEPTH = 64             # a result nests about 8 deep; a reader recursing 200,000 deep dies
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1   # SQLite's INTEGER
+# Only a text with 19+ digits in a row or a 3-digit exponent can hold an integer SQLite
+# cannot store or a float that overflows to infinity; only one with \uD800-\uDFFF escapes
+# a lone surrogate. Other files skip those walks.
+_BIG_NUMBER = re.compile(r"\d{19,}|[eE][+-]?\d{3,}")
+_SURROGATE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+_NUMBER = (int, float)
+
+
+class RecordError(ResultFileError):
+    """A result file no reader should use, and why, in one line: ``<file>: <reason>``.
+
+    ``newer`` is true when the file is from a newer gpuprobe (its schema is above ours):
+    not corrupt, only not ours to read.
+    """
+
+    def __init__(self, path: object, reason: str, newer: bool = False):
+        self.path = str(path) if path is not None else None
+        self.reason = " ".join(str(reason).split())   # one line, whatever the cause held
+        self.newer = newer
+        super().__init__(f"{self.path}: {self.reason}" if self.path else self.reason)
+
+
+@dataclass
+class RunRecord:
+    """A validated run: typed fields for what readers decide on, ``doc`` for the rest.
+
+    ``provenance`` and each stage's ``provenance`` are resolved (:func:`provenance.resolve`),
+    and ``doc`` carries the resolved words too, so a view of ``doc`` never shows a drill
+    as ``probed``.
+    """
+
+    schema: int
+    run_id: str
+    started_at: str | None
+    finished_at: str | None
+    complete: bool
+    provenance: str
+    fingerprint: dict
+    config: dict
+    stages: list[StageResult]
+    summary: dict
+    doc: dict
+    path: Path | None = None
+
+    @property
+    def hostname(self) -> str | None:
+        return self.fingerprint.get("hostname")
+
+    @property
+    def exercise(self) -> bool:
+        """A fire drill or a simulation: never evidence about a node."""
+        return self.provenance in prov.EXERCISES
+
+    def to_dict(self) -> dict:
+        return self.doc
+
+
+@dataclass
+class Skipped:
+    """A file a reader left out, and why (listed as ``"skipped"`` in ``--json`` output)."""
+
+    file: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "reason": self.reason}
+
+    def line(self) -> str:
+        return f"warning: skipped {self.file}: {self.reason}"
+
+
+# -- reading -------------------------------------------------------------------------------
+def load_record(path: str | os.PathLike) -> RunRecord:
+    """Read, check and type one result file, or raise :class:`RecordError` saying why not."""
+    raw = _read_regular(os.fspath(path))
+    record = parse_record(raw, path)
+    record.path = Path(path)
+    return record
+
+
+def _read_regular(path: str) -> bytes:
+    try:
+        st = os.stat(path)   # follows symlinks: a loop is ELOOP here, before any open
+    except OSError as exc:
+        raise RecordError(path, _os_reason(exc)) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise RecordError(path, f"not a regular file ({_kind(st.st_mode)})")
+    if st.st_size > MAX_BYTES:
+        raise RecordError(path, f"too large ({st.st_size} bytes; the limit is {MAX_BYTES})")
+    try:
+        # O_NONBLOCK: had the name become a FIFO since the stat, the open still returns
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise RecordError(path, _os_reason(exc)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise RecordError(path, f"not a regular file ({_kind(mode)})")
+        chunks, left = [], MAX_BYTES + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError as exc:
+        raise RecordError(path, _os_reason(exc)) from None
+    finally:
+        os.close(fd)
+    raw = b"".join(chunks)
+    if len(raw) > MAX_BYTES:   # it grew after the stat
+        raise RecordError(path, f"too large (over {MAX_BYTES} bytes)")
+    return raw
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    return f"cannot read: {exc.strerror or exc}"
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
+def parse_record(raw: bytes | str, path: object = None) -> RunRecord:
+    """A record from a file's bytes (or text); :class:`RecordError` names ``path`` and why."""
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecordError(path, f"not UTF-8 (bad byte at offset {exc.start})") from None
+    else:
+        text = raw
+    doc = _parse_json(text, path)
+    if not isinstance(doc, dict):
+        raise RecordError(path, f"not a gpuprobe result file (a JSON {type(doc).__name__}, not an object)")
+    _check_tree(doc, path, strings=_SURROGATE.search(text) is not None)
+    return build_record(doc, path)
+
+
+def _reject_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a number JSON allows")
+
+
+def _checked_int(text: str) -> int:
+    value = int(text)
+    if not INT_MIN <= value <= INT_MAX:
+        raise _Refused(f"integer {text[:24]}{'...' if len(text) > 24 else ''} is outside SQLite's 64-bit range")
+    return value
+
+
+def _checked_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _Refused(f"number {text[:24]} overflows to infinity")
+    return value
+
+
+class _Refused(ValueError):
+    """Raised from inside json's hooks; turned into a RecordError with the file's name."""
+
+
+def _parse_json(text: str, path: object) -> Any:
+    big = _BIG_NUMBER.search(text) is not None
+    try:
+        if big:
+            return json.loads(text, parse_constant=_reject_constant, parse_int=_checked_int,
+                              parse_float=_checked_float)
+        return json.loads(text, parse_constant=_reject_constant)
+    except _Refused as exc:
+        raise RecordError(path, str(exc)) from None
+    except json.JSONDecodeError as exc:
+        raise RecordError(path, f"not valid JSON (line {exc.lineno}: {exc.msg}); corrupt or truncated") from None
+    except RecursionError:
+        raise RecordError(path, f"nested too deeply (the limit is {MAX_DEPTH})") from None
+    except ValueError as exc:   # int() of a 4,300+ digit literal, and the like
+        raise RecordError(path, f"not usable JSON: {exc}") from None
+
+
+def _check_tree(doc: dict, path: object, strings: bool) -> None:
+    """Nesting depth, and (when the text had such escapes) strings that are not Unicode."""
+    todo: list[tuple[Any, int]] = [(doc, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise RecordError(path, f"nested too deeply (the limit is {MAX_DEPTH})")
+        if type(node) is dict:
+            if strings:
+                for key in node:
+                    _check_string(key, path)
+            values = node.values()
+        else:
+            values = node
+        for value in values:
+            kind = type(value)
+            if kind is dict or kind is list:
+                todo.append((value, depth + 1))
+            elif strings and kind is str:
+                _check_string(value, path)
+
+
+def _check_string(value: str, path: object) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RecordError(path, "holds a lone surrogate (\\ud800-\\udfff), not text") from None
+
+
+# -- the typed model -------------------------------------------------------------------------
+def build_record(doc: dict, path: object = None) -> RunRecord:
+    """Check the fields readers rely on, resolve provenance, and type the run."""
+    schema = doc.get("schema")
+    if type(schema) is not int:
+        raise RecordError(path, "not a gpuprobe result file (no integer schema)")
+    if schema > SCHEMA_VERSION:
+        raise RecordError(path, f"schema {schema} is newer than this gpuprobe understands ({SCHEMA_VERSION}); "
+                                "upgrade gpuprobe to read it", newer=True)
+    if schema < 1:
+        raise RecordError(path, f"schema {schema} is not a gpuprobe schema")
+    t = _Types(path)
+    run_id = t.opt(doc, "run_id", str) or ""   # a file is known by its path; hand-written ones may lack an id
+    started_at = t.opt(doc, "started_at", str)
+    finished_at = t.opt(doc, "finished_at", str)
+    complete = bool(t.opt(doc, "complete", bool))
+    claimed = t.opt(doc, "provenance", dict) or {}
+    t.opt(claimed, "kind", str, "provenance.")
+    t.opt(claimed, "command", list, "provenance.")
+    fp = t.opt(doc, "fingerprint", dict) or {}
+    _check_fingerprint(fp, t)
+    config = t.opt(doc, "config", dict) or {}
+    env = t.opt(config, "environment", dict, "config.") or {}
+    summary = t.opt(doc, "summary", dict) or {}
+    stages_raw = t.need(doc, "stages", list)
+    failpoints = bool(env.get(prov.FAILPOINTS_ENV)) or bool(claimed.get("failpoints"))
+    simulated = bool(fp.get("simulated"))
+    kind = prov.resolve(claimed.get("kind"), failpoints=failpoints, simulated=simulated)
+    stages = [_stage(s, i, t, claimed.get("kind"), failpoints, simulated) for i, s in enumerate(stages_raw)]
+    if doc.get("provenance") is not None or kind != prov.PROBED:
+        doc["provenance"] = {**claimed, "kind": kind}
+    return RunRecord(schema, run_id, started_at, finished_at, complete, kind, fp, config, stages, summary, doc)
+
+
+def _check_fingerprint(fp: dict, t: "_Types") -> None:
+    for key in ("hostname", "driver_version", "cuda_driver_version", "simulated", "os", "kernel", "python",
+                "cpu_model"):
+        t.opt(fp, key, str, "fingerprint.")
+    gpus = t.opt(fp, "gpus", list, "fingerprint.") or []
+    for i, gpu in enumerate(gpus):
+        where = f"fingerprint.gpus[{i}]"
+        if not isinstance(gpu, dict):
+            raise RecordError(t.path, f"{where}: expected an object, got {_name(gpu)}")
+        name = gpu.get("name")
+        if name is not None and not isinstance(name, (str, dict)):
+            raise RecordError(t.path, f"{where}.name: expected text, got {_name(name)}")
+        t.opt(gpu, "compute_capability", str, where + ".")
+    for key in ("torch", "dflex", "nvml"):
+        sub = t.opt(fp, key, dict, "fingerprint.") or {}
+        t.opt(sub, "version", str, f"fingerprint.{key}.")
+
+
+def _stage(d: object, i: int, t: "_Types", run_kind: object, failpoints: bool, simulated: bool) -> StageResult:
+    where = f"stages[{i}]."
+    if not isinstance(d, dict):
+        raise RecordError(t.path, f"stages[{i}]: expected an object, got {_name(d)}")
+    name = t.need(d, "stage", str, where)
+    status = t.need(d, "status", str, where)
+    if status not in STATUSES:
+        raise RecordError(t.path, f"{where}status: unknown status {status[:40]!r} (known: {', '.join(STATUSES)})")
+    marks = []
+    for j, m in enumerate(t.opt(d, "marks", list, where) or []):
+        mw = f"{where}marks[{j}]"
+        if not isinstance(m, dict):
+            raise RecordError(t.path, f"{mw}: expected an object, got {_name(m)}")
+        marks.append(Mark(t.need(m, "name", str, mw + "."), t.need(m, "t", _NUMBER, mw + "."),
+                          t.opt(m, "data", dict, mw + ".") or {}))
+    evidence = t.opt(d, "evidence", dict, where)
+    process = t.opt(evidence or {}, "process", dict, where + "evidence.") or {}
+    t.opt(process, "cpu_percent_total", _NUMBER, where + "evidence.process.")
+    signatures = t.opt(d, "signatures", list, where) or []
+    for j, sig in enumerate(signatures):
+        if not isinstance(sig, dict):
+            raise RecordError(t.path, f"{where}signatures[{j}]: expected an object, got {_name(sig)}")
+        for key in ("id", "title", "explanation", "remedy"):
+            t.opt(sig, key, str, f"{where}signatures[{j}].")
+    t.opt(d, "last_mark", str, where)
+    kind = prov.resolve(run_kind, t.opt(d, "provenance", str, where), failpoints=failpoints, simulated=simulated)
+    d["provenance"] = kind
+    return StageResult(
+        stage=name, status=status, gpu=t.opt(d, "gpu", int, where), device=t.opt(d, "device", str, where),
+        reason=t.opt(d, "reason", str, where), started_at=t.opt(d, "started_at", str, where),
+        duration_s=t.opt(d, "duration_s", _NUMBER, where), marks=marks, data=t.opt(d, "data", dict, where) or {},
+        error=t.opt(d, "error", dict, where), evidence=evidence, signatures=signatures,
+        logs=t.opt(d, "logs", list, where) or [], provenance=kind)
+
+
+class _Types:
+    """Field checks that name the field: ``stages[2].duration_s: expected a number, got text``."""
+
+    def __init__(self, path: object):
+        self.path = path
+
+    def opt(self, d: dict, key: str, types: type | tuple, where: str = "") -> Any:
+        value = d.get(key)
+        if value is None:
+            return None
+        # bool is an int to isinstance; nowhere in a result is a flag a number or the other way
+        if isinstance(value, types) and (isinstance(value, bool) == (types is bool)):
+            return value
+        raise RecordError(self.path, f"{where}{key}: expected {_want(types)}, got {_name(value)}")
+
+    def need(self, d: dict, key: str, types: type | tuple, where: str = "") -> Any:
+        if d.get(key) is None:
+            raise RecordError(self.path, f"{where}{key}: missing")
+        return self.opt(d, key, types, where)
+
+
+def _want(types: type | tuple) -> str:
+    return {str: "text", int: "an integer", bool: "true or false", dict: "an object", list: "a list",
+            _NUMBER: "a number"}.get(types, str(types))
+
+
+def _name(value: object) -> str:
+    return {str: "text", int: "an integer", float: "a number", bool: "true or false", dict: "an object",
+            list: "a list", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+# -- writing -------------------------------------------------------------------------------
+def dump_record(doc: dict) -> str:
+    """The JSON text of a run document, checked as the loader will check it.
+
+    Free-form payloads (a probe's data, evidence, a log line) may hold what JSON cannot:
+    NaN and infinities become the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` and
+    integers SQLite cannot hold their decimal text, so the evidence is kept. A typed field
+    holding one (a duration, a GPU index) is a :class:`RecordError`: the run cannot be
+    recorded as it is, and nothing is written.
+    """
+    plain = _jsonable(doc, 0)
+    build_record(json.loads(json.dumps(plain)), None)   # a copy: the check resolves provenance in place
+    text = json.dumps(plain, indent=1, allow_nan=False)
+    if len(text) > MAX_BYTES:
+        raise RecordError(None, f"the run's result would be {len(text)} bytes; readers refuse files over {MAX_BYTES}")
+    return text
+
+
+def _jsonable(obj: Any, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise RecordError(None, f"the run's result nests deeper than {MAX_DEPTH}")
+    kind = type(obj)
+    if kind is str or kind is bool or obj is None:
+        return obj
+    if kind is float or isinstance(obj, float):
+        if obj != obj:
+            return "NaN"
+        if obj in (float("inf"), float("-inf")):
+            return "Infinity" if obj > 0 else "-Infinity"
+        return float(obj)
+    if isinstance(obj, int):
+        return int(obj) if INT_MIN <= obj <= INT_MAX else str(obj)
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [_jsonable(v, depth + 1) for v in obj]
+    if hasattr(obj, "to_dict"):
+        return _jsonable(obj.to_dict(), depth)
+    if hasattr(obj, "to_json"):
+        return _jsonable(obj.to_json(), depth)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return repr(obj)
+
+
+__all__ = ["RunRecord", "RecordError", "Skipped", "load_record", "parse_record", "build_record", "dump_record",
+           "MAX_BYTES", "MAX_DEPTH"]
