@@ -103,7 +103,8 @@ class FormatChoice(click.Choice):
 
 
 # -- option decorators ----------------------------------------------------------------------
-RESULTS_HELP = "Default: $GPUPROBE_RESULTS, else reports/ of the checkout, else the user data folder."
+RESULTS_HELP = ("Default: $GPUPROBE_RESULTS, else the user data folder (~/.local/share/gpuprobe/results) "
+                "and, read-only, the checkout's shipped field reports (reports/).")
 
 
 def results_option(multiple: bool = True, help: str | None = None) -> Callable:
@@ -190,11 +191,13 @@ def parse_stage_options(pairs: Iterable[str]) -> dict:
 
 # -- shared plumbing ------------------------------------------------------------------------
 def results_folders(results: Iterable[Path] | Path | None) -> list[Path]:
-    """The folders of a ``--results`` option (one or many); the default folder when none."""
+    """The folders a reader takes evidence from: those of ``--results`` (or $GPUPROBE_RESULTS),
+    which must exist (exit 2, naming the folder), else the user data folder and the
+    checkout's shipped field reports (gpuprobe.paths.evidence_dirs)."""
     from gpuprobe import paths
 
     given = [results] if isinstance(results, Path) else list(results or ())
-    return [paths.resolve_results_dir(r).path for r in given] or [paths.resolve_results_dir(None).path]
+    return [r.path for r in paths.evidence_dirs(given)]
 
 
 def locate_run(folders: list[Path], ref: str):
