@@ -12,8 +12,9 @@ encoder reject them), nesting deeper than :data:`MAX_DEPTH`, NaN and Infinity (n
 integers SQLite cannot hold, and fields of the wrong type. Each refusal is a
 :class:`RecordError` whose message is one line: the file and the reason.
 
-Cheap on purpose (the index runs it over 100,000 files): the number and surrogate checks
-re-parse only files whose text could hold such a thing, found by a regular expression.
+Cheap on purpose (the index runs it over 100,000 files): one walk over the parsed values
+checks depth and numbers, strings are checked only in files whose text has ``\\u`` escapes,
+and field types are checked by exact type against a table.
 """
 
 from __future__ import annotations
@@ -33,10 +34,8 @@ from gpuprobe.store.results import SCHEMA_VERSION, STATUSES, Mark, ResultFileErr
 MAX_BYTES = 32 << 20       # the biggest real result (hang evidence, 50 log lines) is well under 1 MiB
 MAX_DEPTH = 64             # a result nests about 8 deep; a reader recursing 200,000 deep dies
 INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1   # SQLite's INTEGER
-# Only a text with 19+ digits in a row or a 3-digit exponent can hold an integer SQLite
-# cannot store or a float that overflows to infinity; only one with \uD800-\uDFFF escapes
-# a lone surrogate. Other files skip those walks.
-_BIG_NUMBER = re.compile(r"\d{19,}|[eE][+-]?\d{3,}")
+# Only a text with \uD800-\uDFFF escapes can hold a lone surrogate: other files skip the
+# string checks.
 _SURROGATE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 _NUMBER = (int, float)
 
@@ -174,7 +173,7 @@ def parse_record(raw: bytes | str, path: object = None) -> RunRecord:
     doc = _parse_json(text, path)
     if not isinstance(doc, dict):
         raise RecordError(path, f"not a gpuprobe result file (a JSON {type(doc).__name__}, not an object)")
-    _check_tree(doc, path, strings=_SURROGATE.search(text) is not None)
+    _check_tree(doc, path, strings="\\u" in text and _SURROGATE.search(text) is not None)
     return build_record(doc, path)
 
 
@@ -182,30 +181,12 @@ def _reject_constant(name: str) -> Any:
     raise _Refused(f"{name} is not a number JSON allows")
 
 
-def _checked_int(text: str) -> int:
-    value = int(text)
-    if not INT_MIN <= value <= INT_MAX:
-        raise _Refused(f"integer {text[:24]}{'...' if len(text) > 24 else ''} is outside SQLite's 64-bit range")
-    return value
-
-
-def _checked_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise _Refused(f"number {text[:24]} overflows to infinity")
-    return value
-
-
 class _Refused(ValueError):
-    """Raised from inside json's hooks; turned into a RecordError with the file's name."""
+    """Raised from inside json's hook; turned into a RecordError with the file's name."""
 
 
 def _parse_json(text: str, path: object) -> Any:
-    big = _BIG_NUMBER.search(text) is not None
     try:
-        if big:
-            return json.loads(text, parse_constant=_reject_constant, parse_int=_checked_int,
-                              parse_float=_checked_float)
         return json.loads(text, parse_constant=_reject_constant)
     except _Refused as exc:
         raise RecordError(path, str(exc)) from None
@@ -218,7 +199,8 @@ def _parse_json(text: str, path: object) -> Any:
 
 
 def _check_tree(doc: dict, path: object, strings: bool) -> None:
-    """Nesting depth, and (when the text had such escapes) strings that are not Unicode."""
+    """Nesting depth, numbers (finite, integers within int64) and, when the text had
+    ``\\uD8xx`` escapes, strings that are not Unicode. One pass over every value."""
     todo: list[tuple[Any, int]] = [(doc, 1)]
     while todo:
         node, depth = todo.pop()
@@ -235,6 +217,14 @@ def _check_tree(doc: dict, path: object, strings: bool) -> None:
             kind = type(value)
             if kind is dict or kind is list:
                 todo.append((value, depth + 1))
+            elif kind is int:
+                if not INT_MIN <= value <= INT_MAX:
+                    digits = str(value)
+                    raise RecordError(path, f"integer {digits[:24]}{'...' if len(digits) > 24 else ''} "
+                                            "is outside SQLite's 64-bit range")
+            elif kind is float:
+                if value - value != 0.0:   # inf - inf is NaN; a literal like 1e400 parses to inf
+                    raise RecordError(path, "a number overflows to infinity")
             elif strings and kind is str:
                 _check_string(value, path)
 
@@ -298,39 +288,48 @@ def _check_fingerprint(fp: dict, t: "_Types") -> None:
         t.opt(sub, "version", str, f"fingerprint.{key}.")
 
 
+# a stage's fields and the JSON types each may hold (None is always allowed); exact types,
+# as json.loads makes them: a bool is never a number here, nor a number a bool
+_TEXT, _INT, _NUM, _OBJ, _LIST = (str,), (int,), (int, float), (dict,), (list,)
+STAGE_FIELDS = {"gpu": _INT, "device": _TEXT, "reason": _TEXT, "started_at": _TEXT, "duration_s": _NUM,
+                "marks": _LIST, "data": _OBJ, "error": _OBJ, "evidence": _OBJ, "signatures": _LIST, "logs": _LIST,
+                "provenance": _TEXT, "last_mark": _TEXT}
+_WORDS = {_TEXT: "text", _INT: "an integer", _NUM: "a number", _OBJ: "an object", _LIST: "a list"}
+
+
 def _stage(d: object, i: int, t: "_Types", run_kind: object, failpoints: bool, simulated: bool) -> StageResult:
-    where = f"stages[{i}]."
-    if not isinstance(d, dict):
+    if type(d) is not dict:
         raise RecordError(t.path, f"stages[{i}]: expected an object, got {_name(d)}")
-    name = t.need(d, "stage", str, where)
-    status = t.need(d, "status", str, where)
+    for key, types in STAGE_FIELDS.items():
+        value = d.get(key)
+        if value is not None and type(value) not in types:
+            raise RecordError(t.path, f"stages[{i}].{key}: expected {_WORDS[types]}, got {_name(value)}")
+    name, status = d.get("stage"), d.get("status")
+    if type(name) is not str or not name:
+        raise RecordError(t.path, f"stages[{i}].stage: expected a stage name, got {_name(name)}")
     if status not in STATUSES:
-        raise RecordError(t.path, f"{where}status: unknown status {status[:40]!r} (known: {', '.join(STATUSES)})")
+        shown = repr(status[:40]) if type(status) is str else _name(status)
+        raise RecordError(t.path, f"stages[{i}].status: unknown status {shown} (known: {', '.join(STATUSES)})")
     marks = []
-    for j, m in enumerate(t.opt(d, "marks", list, where) or []):
-        mw = f"{where}marks[{j}]"
-        if not isinstance(m, dict):
-            raise RecordError(t.path, f"{mw}: expected an object, got {_name(m)}")
-        marks.append(Mark(t.need(m, "name", str, mw + "."), t.need(m, "t", _NUMBER, mw + "."),
-                          t.opt(m, "data", dict, mw + ".") or {}))
-    evidence = t.opt(d, "evidence", dict, where)
-    process = t.opt(evidence or {}, "process", dict, where + "evidence.") or {}
-    t.opt(process, "cpu_percent_total", _NUMBER, where + "evidence.process.")
-    signatures = t.opt(d, "signatures", list, where) or []
+    for j, m in enumerate(d.get("marks") or ()):
+        if type(m) is not dict or type(m.get("name")) is not str or type(m.get("t")) not in _NUM \
+                or type(m.get("data") or {}) is not dict:
+            raise RecordError(t.path, f"stages[{i}].marks[{j}]: expected {{name: text, t: number, data: object}}")
+        marks.append(Mark(m["name"], m["t"], m.get("data") or {}))
+    evidence = d.get("evidence")
+    process = (evidence or {}).get("process")
+    if process is not None and (type(process) is not dict or type(process.get("cpu_percent_total") or 0) not in _NUM):
+        raise RecordError(t.path, f"stages[{i}].evidence.process: expected an object with a number cpu_percent_total")
+    signatures = d.get("signatures") or []
     for j, sig in enumerate(signatures):
-        if not isinstance(sig, dict):
-            raise RecordError(t.path, f"{where}signatures[{j}]: expected an object, got {_name(sig)}")
-        for key in ("id", "title", "explanation", "remedy"):
-            t.opt(sig, key, str, f"{where}signatures[{j}].")
-    t.opt(d, "last_mark", str, where)
-    kind = prov.resolve(run_kind, t.opt(d, "provenance", str, where), failpoints=failpoints, simulated=simulated)
+        if type(sig) is not dict or any(type(sig.get(k) or "") is not str for k in ("id", "title", "explanation", "remedy")):
+            raise RecordError(t.path, f"stages[{i}].signatures[{j}]: expected an object of texts (id, title, ...)")
+    kind = prov.resolve(run_kind, d.get("provenance"), failpoints=failpoints, simulated=simulated)
     d["provenance"] = kind
-    return StageResult(
-        stage=name, status=status, gpu=t.opt(d, "gpu", int, where), device=t.opt(d, "device", str, where),
-        reason=t.opt(d, "reason", str, where), started_at=t.opt(d, "started_at", str, where),
-        duration_s=t.opt(d, "duration_s", _NUMBER, where), marks=marks, data=t.opt(d, "data", dict, where) or {},
-        error=t.opt(d, "error", dict, where), evidence=evidence, signatures=signatures,
-        logs=t.opt(d, "logs", list, where) or [], provenance=kind)
+    return StageResult(stage=name, status=status, gpu=d.get("gpu"), device=d.get("device"), reason=d.get("reason"),
+                       started_at=d.get("started_at"), duration_s=d.get("duration_s"), marks=marks,
+                       data=d.get("data") or {}, error=d.get("error"), evidence=evidence, signatures=signatures,
+                       logs=d.get("logs") or [], provenance=kind)
 
 
 class _Types:
