@@ -217,16 +217,10 @@ def locate_run(folders: list[Path], ref: str):
     return found
 
 
-MAX_SKIP_LINES = 20   # a folder with thousands of bad files: --json lists them all
-
-
 def warn_skipped(skipped: list) -> None:
-    """One stderr line per skipped file (file and reason), at most MAX_SKIP_LINES of them."""
-    for item in skipped[:MAX_SKIP_LINES]:
+    """One stderr line per skipped file: the file and why."""
+    for item in skipped:
         click.echo(item.line(), err=True)
-    if len(skipped) > MAX_SKIP_LINES:
-        click.echo(f"warning: and {len(skipped) - MAX_SKIP_LINES} more skipped files (--json lists every one)",
-                   err=True)
 
 
 def emit_json(data: object) -> None:

@@ -80,10 +80,8 @@ def preflight(ctx: click.Context, stages: tuple[str, ...], live: tuple[str, ...]
     fp, _source = pf.node_fingerprint(fingerprint_file)
     verdict = pf.evaluate(results_folders(results), fp, list(stages) or None, strict=strict, live=list(live) or None,
                           live_timeout=live_timeout, cache=not no_cache).to_dict()
-    for item in verdict["skipped"][:20]:   # one line each; --json lists every one
+    for item in verdict["skipped"]:   # one line each: the file and why
         click.echo(f"warning: skipped {item['file']}: {item['reason']}", err=True)
-    if len(verdict["skipped"]) > 20:
-        click.echo(f"warning: and {len(verdict['skipped']) - 20} more skipped files (--json lists every one)", err=True)
     if fmt == "prom":
         from gpuprobe.store.prom import preflight_metrics
 

@@ -266,14 +266,16 @@ class ResultIndex:
                         if name.startswith("."):
                             continue  # temporary files of atomic writers, the index itself
                         sub = f"{rel}/{name}" if rel else name
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(sub)
-                        elif name.endswith(SUFFIX):
+                        if name.endswith(SUFFIX):
+                            # every such name is a result to the loader, which refuses (and so
+                            # lists) a folder, FIFO or symlink loop by that name: lstat, never follow
                             try:
-                                st = entry.stat()
+                                st = entry.stat(follow_symlinks=False)
                             except OSError:
                                 continue  # renamed away between listing and stat
                             files[sub] = (st.st_mtime_ns, st.st_size)
+                        elif entry.is_dir(follow_symlinks=False):
+                            stack.append(sub)
             except OSError as exc:
                 log.warning("cannot list %s: %s", here, exc.strerror or exc)
         return files, dirs

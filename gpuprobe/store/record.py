@@ -195,7 +195,7 @@ def _parse_json(text: str, path: object) -> Any:
     except RecursionError:
         raise RecordError(path, f"nested too deeply (the limit is {MAX_DEPTH})") from None
     except ValueError as exc:   # int() of a 4,300+ digit literal, and the like
-        raise RecordError(path, f"not usable JSON: {exc}") from None
+        raise RecordError(path, f"not usable JSON: {str(exc).split(':')[0]}") from None
 
 
 def _check_tree(doc: dict, path: object, strings: bool) -> None:
