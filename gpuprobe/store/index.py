@@ -32,7 +32,7 @@ from gpuprobe.store.results import SUFFIX, ResultFileError, read_result
 log = logging.getLogger(__name__)
 
 INDEX_NAME = ".gpuprobe-cache/index.sqlite"   # .gpuprobe-cache/ is git-ignored
-INDEX_SCHEMA = "4"
+INDEX_SCHEMA = "5"   # 5: provenance from the run record (drill, simulated resolved)
 BUSY_TIMEOUT_S = 30.0
 # A folder modified this recently may still change within the same mtime tick (1 s on
 # some NFS servers): its mtime is not trusted for the quick "nothing changed" check.
@@ -111,14 +111,11 @@ def stack_facts(fp: dict) -> dict:
 
 
 def provenance_of(doc: dict, stage: dict | None = None) -> str:
-    """probed | reported | simulated (the fingerprint came from an NVML fake)."""
-    fp = doc.get("fingerprint") or {}
-    if fp.get("simulated"):
-        return "simulated"
-    kind = (doc.get("provenance") or {}).get("kind") or "probed"
-    if stage is not None and stage.get("provenance") in ("reported", "simulated"):
+    """The stage's provenance, else the run's, as the loader resolved them
+    (gpuprobe.store.record: a drill is a drill whatever the file claimed)."""
+    if stage is not None and stage.get("provenance"):
         return stage["provenance"]
-    return kind
+    return (doc.get("provenance") or {}).get("kind") or "probed"
 
 
 def extract(doc: dict) -> tuple[dict, list[tuple], dict]:
