@@ -200,16 +200,20 @@ def results_folders(results: Iterable[Path] | Path | None) -> list[Path]:
     return [r.path for r in paths.evidence_dirs(given)]
 
 
-def locate_run(folders: list[Path], ref: str):
-    """RUN (a path, a run id or prefix, ``latest``) over ``folders``, read through the
-    validating loader: a :class:`gpuprobe.store.runs.Found` (record, path, files skipped).
+def locate_run(results: Iterable[Path] | Path | None, ref: str):
+    """RUN (a path, a run id or prefix, ``latest``) over the ``--results`` folders, read
+    through the validating loader: a :class:`gpuprobe.store.runs.Found` (record, path,
+    files skipped). A RUN that is a path needs no folder.
 
     Files passed over on the way to ``latest`` are warned about on stderr, one line each.
     """
+    import os
+
     from gpuprobe.store import runs
 
+    is_path = ref != "latest" and os.path.lexists(Path(ref).expanduser())
     try:
-        found = runs.find(folders, ref)
+        found = runs.find([] if is_path else results_folders(results), ref)
     except runs.RunNotFound as exc:   # exit 1, as it always was: no such run is not a bad option
         warn_skipped(getattr(exc, "skipped", []))
         raise click.ClickException(str(exc)) from None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from gpuprobe.cli.common import command, emit_json, json_option, locate_run, results_folders, results_option
+from gpuprobe.cli.common import command, emit_json, json_option, locate_run, results_option
 
 
 @command(exit_codes=(0, 2))
@@ -23,7 +23,7 @@ def show(run_ref: str, full: bool, results: tuple[Path, ...], as_json: bool) -> 
       gpuprobe show latest
       gpuprobe show 20261128T2310 --json
     """
-    found = locate_run(results_folders(results), run_ref)
+    found = locate_run(results, run_ref)
     doc = found.record.doc
     if as_json:
         emit_json({**doc, "skipped": [s.to_dict() for s in found.skipped]} if found.skipped else doc)
