@@ -31,7 +31,8 @@ from gpuprobe.run.stages import STATIC_STAGES
 @format_option("text", "markdown", "json", "html", "prom")
 @output_option
 @click.option("--write", "write_default", is_flag=True,
-              help="Write to MATRIX.<md|json|html|prom> in the (first) results folder, e.g. reports/MATRIX.md.")
+              help="Write to MATRIX.<md|json|html|prom> in the (first) results folder; with --results reports, "
+                   "the shipped reports/MATRIX.md.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the index (.gpuprobe-cache/index.sqlite).")
 @json_option
 def matrix(results: tuple[Path, ...], view: str, models: tuple[str, ...], stages: tuple[str, ...],
@@ -53,7 +54,7 @@ def matrix(results: tuple[Path, ...], view: str, models: tuple[str, ...], stages
       gpuprobe matrix --by model --stage buffer --since 2025-11-01
       gpuprobe matrix --compare L40S H200
       gpuprobe matrix --provenance all             # drills and NVML fakes too, labelled
-      gpuprobe matrix --format markdown --write    # -> reports/MATRIX.md
+      gpuprobe matrix --results reports --format markdown --write   # -> reports/MATRIX.md
       gpuprobe matrix --format prom -o /var/lib/node_exporter/textfile/gpuprobe.prom
       gpuprobe matrix --results /shared/a --results /shared/b --format html -o matrix.html
     """
