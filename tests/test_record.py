@@ -108,3 +108,16 @@ def test_writer_refuses_a_bad_typed_field_and_writes_nothing(tmp_path, field, va
     assert list(target.parent.iterdir()) == []
     with pytest.raises(RecordError):
         dump_record(doc)
+
+
+def test_shipped_field_reports_stay_readable_evidence(tmp_path):
+    import shutil
+
+    from gpuprobe import paths
+
+    shipped = paths.shipped_reports()
+    assert shipped is not None
+    copy = shutil.copytree(shipped, tmp_path / "reports")   # read a copy: the suite leaves reports/ alone
+    records = [load_record(p) for p in sorted(copy.glob("*.result.json"))]
+    assert len(records) >= 4
+    assert {r.provenance for r in records} == {"reported"} and not any(r.exercise for r in records)
