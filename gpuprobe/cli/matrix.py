@@ -9,6 +9,8 @@ import click
 from gpuprobe.cli.common import (command, format_option, json_option, output_option, results_folders, results_option,
                                  stage_option, write_output)
 from gpuprobe.run.stages import STATIC_STAGES
+from gpuprobe.store.provenance import ALL as PROVENANCE_ALL
+from gpuprobe.store.provenance import PROVENANCES
 
 
 @command(exit_codes=(0, 2))
@@ -21,7 +23,7 @@ from gpuprobe.run.stages import STATIC_STAGES
 @click.option("--host", "hosts", multiple=True, help="Only this node (repeatable).")
 @click.option("--since", default=None, metavar="DATE", help="Only runs at or after DATE (ISO, e.g. 2025-11-01).")
 @click.option("--provenance", "provenance", multiple=True,
-              type=click.Choice(["probed", "reported", "observed", "static", "drill", "simulated", "all"]),
+              type=click.Choice([*PROVENANCES, PROVENANCE_ALL]),
               help="Only results probed by gpuprobe, reported by hand, observed (attach, watch), static (gpuprobe "
                    "kernels --save: judged from the binaries), drill (a failpoint was active) or simulated (NVML fake, "
                    "emulated GPU, --free-memory-gb) (repeatable); all: every one. Default: every kind but drill and "

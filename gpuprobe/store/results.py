@@ -62,7 +62,7 @@ class StageResult:
     evidence: dict | None = None       # stacks, process and GPU snapshots (hang, slow, crash)
     signatures: list[dict] = field(default_factory=list)
     logs: list[dict] = field(default_factory=list)  # the stage's own log events (bounded)
-    provenance: str = "probed"
+    provenance: str = "probed"         # gpuprobe.store.provenance: the loader resolves drill and simulated
 
     @property
     def last_mark(self) -> str | None:
