@@ -89,3 +89,14 @@ def test_a_bad_file_asked_for_by_name_is_one_line_exit_2(hostile):
         run = run_gpuprobe(["show", str(folder / name)], folder, timeout=BOUND_S)
         assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, (name, run.stderr)
         assert name in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("command", [["preflight"], ["matrix"], ["show", "latest"], ["report", "latest"]])
+def test_a_missing_results_folder_is_named_not_no_evidence(tmp_path, command):
+    missing = tmp_path / "nonexistent"
+    run = run_gpuprobe([*command], missing, env={"GPUPROBE_FAKE_NVML": "l40s"}, timeout=BOUND_S)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and lines == [f"Error: results folder {missing} (from --results) does not exist"], \
+        run.stdout + run.stderr
+    env_run = run_gpuprobe(["preflight"], None, env={"GPUPROBE_RESULTS": str(missing)}, timeout=BOUND_S)
+    assert env_run.returncode == 2 and "from $GPUPROBE_RESULTS" in env_run.stderr and str(missing) in env_run.stderr
