@@ -14,7 +14,8 @@ integers SQLite cannot hold, and fields of the wrong type. Each refusal is a
 
 Cheap on purpose (the index runs it over 100,000 files): one walk over the parsed values
 checks depth and numbers, strings are checked only in files whose text has ``\\u`` escapes,
-and field types are checked by exact type against a table.
+field types are checked by exact type against tables, and the typed stages are built only
+when a reader asks for them (benchmarks/record_load.py: about 2.3x a bare json.loads).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import json
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,6 @@ INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1   # SQLite's INTEGER
 # Only a text with \uD800-\uDFFF escapes can hold a lone surrogate: other files skip the
 # string checks.
 _SURROGATE = re.compile(r"\\u[dD][89abcdefABCDEF]")
-_NUMBER = (int, float)
 
 
 class RecordError(ResultFileError):
@@ -71,10 +71,17 @@ class RunRecord:
     provenance: str
     fingerprint: dict
     config: dict
-    stages: list[StageResult]
     summary: dict
     doc: dict
     path: Path | None = None
+    _stages: list[StageResult] | None = field(default=None, repr=False)
+
+    @property
+    def stages(self) -> list[StageResult]:
+        """The stages, typed (checked on load; built on first use: the index reads ``doc``)."""
+        if self._stages is None:
+            self._stages = [_stage_result(d) for d in self.doc["stages"]]
+        return self._stages
 
     @property
     def hostname(self) -> str | None:
@@ -200,33 +207,38 @@ def _parse_json(text: str, path: object) -> Any:
 
 def _check_tree(doc: dict, path: object, strings: bool) -> None:
     """Nesting depth, numbers (finite, integers within int64) and, when the text had
-    ``\\uD8xx`` escapes, strings that are not Unicode. One pass over every value."""
-    todo: list[tuple[Any, int]] = [(doc, 1)]
-    while todo:
-        node, depth = todo.pop()
+    ``\\uD8xx`` escapes, strings that are not Unicode. One pass over every value, a level
+    of the tree at a time (no per-value bookkeeping: this is the loader's hot loop)."""
+    level: list = [doc]
+    depth = 1
+    while level:
         if depth > MAX_DEPTH:
             raise RecordError(path, f"nested too deeply (the limit is {MAX_DEPTH})")
-        if type(node) is dict:
-            if strings:
-                for key in node:
-                    _check_string(key, path)
-            values = node.values()
-        else:
-            values = node
-        for value in values:
-            kind = type(value)
-            if kind is dict or kind is list:
-                todo.append((value, depth + 1))
-            elif kind is int:
-                if not INT_MIN <= value <= INT_MAX:
-                    digits = str(value)
-                    raise RecordError(path, f"integer {digits[:24]}{'...' if len(digits) > 24 else ''} "
-                                            "is outside SQLite's 64-bit range")
-            elif kind is float:
-                if value - value != 0.0:   # inf - inf is NaN; a literal like 1e400 parses to inf
-                    raise RecordError(path, "a number overflows to infinity")
-            elif strings and kind is str:
-                _check_string(value, path)
+        below: list = []
+        for node in level:
+            if type(node) is dict:
+                if strings:
+                    for key in node:
+                        _check_string(key, path)
+                values = node.values()
+            else:
+                values = node
+            for value in values:
+                kind = type(value)
+                if kind is dict or kind is list:
+                    below.append(value)
+                elif kind is int:
+                    if not INT_MIN <= value <= INT_MAX:
+                        digits = str(value)
+                        raise RecordError(path, f"integer {digits[:24]}{'...' if len(digits) > 24 else ''} "
+                                                "is outside SQLite's 64-bit range")
+                elif kind is float:
+                    if value - value != 0.0:   # inf - inf is NaN; a literal like 1e400 parses to inf
+                        raise RecordError(path, "a number overflows to infinity")
+                elif strings and kind is str:
+                    _check_string(value, path)
+        level = below
+        depth += 1
 
 
 def _check_string(value: str, path: object) -> None:
@@ -237,6 +249,28 @@ def _check_string(value: str, path: object) -> None:
 
 
 # -- the typed model -------------------------------------------------------------------------
+# The fields readers rely on and the JSON types each may hold (None always allowed). Exact
+# types, as json.loads makes them: a bool is never a number here, nor a number a bool.
+_TEXT, _INT, _NUM, _OBJ, _LIST, _FLAG = (str,), (int,), (int, float), (dict,), (list,), (bool,)
+RUN_FIELDS = {"run_id": _TEXT, "started_at": _TEXT, "finished_at": _TEXT, "complete": _FLAG, "provenance": _OBJ,
+              "fingerprint": _OBJ, "config": _OBJ, "summary": _OBJ}
+FINGERPRINT_FIELDS = {"hostname": _TEXT, "driver_version": _TEXT, "cuda_driver_version": _TEXT, "simulated": _TEXT,
+                      "os": _TEXT, "kernel": _TEXT, "python": _TEXT, "cpu_model": _TEXT, "gpus": _LIST,
+                      "torch": _OBJ, "dflex": _OBJ, "nvml": _OBJ}
+STAGE_FIELDS = {"gpu": _INT, "device": _TEXT, "reason": _TEXT, "started_at": _TEXT, "duration_s": _NUM,
+                "marks": _LIST, "data": _OBJ, "error": _OBJ, "evidence": _OBJ, "signatures": _LIST, "logs": _LIST,
+                "provenance": _TEXT, "last_mark": _TEXT}
+_WORDS = {_TEXT: "text", _INT: "an integer", _NUM: "a number", _OBJ: "an object", _LIST: "a list",
+          _FLAG: "true or false"}
+
+
+def _fields(d: dict, table: dict, where: str, path: object) -> None:
+    for key, types in table.items():
+        value = d.get(key)
+        if value is not None and type(value) not in types:
+            raise RecordError(path, f"{where}{key}: expected {_WORDS[types]}, got {_name(value)}")
+
+
 def build_record(doc: dict, path: object = None) -> RunRecord:
     """Check the fields readers rely on, resolve provenance, and type the run."""
     schema = doc.get("schema")
@@ -247,115 +281,78 @@ def build_record(doc: dict, path: object = None) -> RunRecord:
                                 "upgrade gpuprobe to read it", newer=True)
     if schema < 1:
         raise RecordError(path, f"schema {schema} is not a gpuprobe schema")
-    t = _Types(path)
-    run_id = t.opt(doc, "run_id", str) or ""   # a file is known by its path; hand-written ones may lack an id
-    started_at = t.opt(doc, "started_at", str)
-    finished_at = t.opt(doc, "finished_at", str)
-    complete = bool(t.opt(doc, "complete", bool))
-    claimed = t.opt(doc, "provenance", dict) or {}
-    t.opt(claimed, "kind", str, "provenance.")
-    t.opt(claimed, "command", list, "provenance.")
-    fp = t.opt(doc, "fingerprint", dict) or {}
-    _check_fingerprint(fp, t)
-    config = t.opt(doc, "config", dict) or {}
-    env = t.opt(config, "environment", dict, "config.") or {}
-    summary = t.opt(doc, "summary", dict) or {}
-    stages_raw = t.need(doc, "stages", list)
+    _fields(doc, RUN_FIELDS, "", path)
+    stages = doc.get("stages")
+    if type(stages) is not list:
+        raise RecordError(path, f"stages: expected a list, got {_name(stages)}")
+    claimed = doc.get("provenance") or {}
+    _fields(claimed, {"kind": _TEXT, "command": _LIST}, "provenance.", path)
+    fp = doc.get("fingerprint") or {}
+    _check_fingerprint(fp, path)
+    config = doc.get("config") or {}
+    env = config.get("environment") or {}
+    if type(env) is not dict:
+        raise RecordError(path, f"config.environment: expected an object, got {_name(env)}")
     failpoints = bool(env.get(prov.FAILPOINTS_ENV)) or bool(claimed.get("failpoints"))
     simulated = bool(fp.get("simulated"))
     kind = prov.resolve(claimed.get("kind"), failpoints=failpoints, simulated=simulated)
-    stages = [_stage(s, i, t, claimed.get("kind"), failpoints, simulated) for i, s in enumerate(stages_raw)]
+    for i, stage in enumerate(stages):
+        _check_stage(stage, i, path)
+        stage["provenance"] = prov.resolve(claimed.get("kind"), stage.get("provenance"), failpoints=failpoints,
+                                           simulated=simulated)
     if doc.get("provenance") is not None or kind != prov.PROBED:
         doc["provenance"] = {**claimed, "kind": kind}
-    return RunRecord(schema, run_id, started_at, finished_at, complete, kind, fp, config, stages, summary, doc)
+    return RunRecord(schema, doc.get("run_id") or "", doc.get("started_at"), doc.get("finished_at"),
+                     bool(doc.get("complete")), kind, fp, config, doc.get("summary") or {}, doc)
 
 
-def _check_fingerprint(fp: dict, t: "_Types") -> None:
-    for key in ("hostname", "driver_version", "cuda_driver_version", "simulated", "os", "kernel", "python",
-                "cpu_model"):
-        t.opt(fp, key, str, "fingerprint.")
-    gpus = t.opt(fp, "gpus", list, "fingerprint.") or []
-    for i, gpu in enumerate(gpus):
+def _check_fingerprint(fp: dict, path: object) -> None:
+    _fields(fp, FINGERPRINT_FIELDS, "fingerprint.", path)
+    for i, gpu in enumerate(fp.get("gpus") or ()):
         where = f"fingerprint.gpus[{i}]"
-        if not isinstance(gpu, dict):
-            raise RecordError(t.path, f"{where}: expected an object, got {_name(gpu)}")
-        name = gpu.get("name")
-        if name is not None and not isinstance(name, (str, dict)):
-            raise RecordError(t.path, f"{where}.name: expected text, got {_name(name)}")
-        t.opt(gpu, "compute_capability", str, where + ".")
+        if type(gpu) is not dict:
+            raise RecordError(path, f"{where}: expected an object, got {_name(gpu)}")
+        name, cc = gpu.get("name"), gpu.get("compute_capability")
+        if name is not None and type(name) not in (str, dict):   # a lost GPU's name: {"not_available": ...}
+            raise RecordError(path, f"{where}.name: expected text, got {_name(name)}")
+        if cc is not None and type(cc) is not str:
+            raise RecordError(path, f"{where}.compute_capability: expected text, got {_name(cc)}")
     for key in ("torch", "dflex", "nvml"):
-        sub = t.opt(fp, key, dict, "fingerprint.") or {}
-        t.opt(sub, "version", str, f"fingerprint.{key}.")
+        version = (fp.get(key) or {}).get("version")
+        if version is not None and type(version) is not str:
+            raise RecordError(path, f"fingerprint.{key}.version: expected text, got {_name(version)}")
 
 
-# a stage's fields and the JSON types each may hold (None is always allowed); exact types,
-# as json.loads makes them: a bool is never a number here, nor a number a bool
-_TEXT, _INT, _NUM, _OBJ, _LIST = (str,), (int,), (int, float), (dict,), (list,)
-STAGE_FIELDS = {"gpu": _INT, "device": _TEXT, "reason": _TEXT, "started_at": _TEXT, "duration_s": _NUM,
-                "marks": _LIST, "data": _OBJ, "error": _OBJ, "evidence": _OBJ, "signatures": _LIST, "logs": _LIST,
-                "provenance": _TEXT, "last_mark": _TEXT}
-_WORDS = {_TEXT: "text", _INT: "an integer", _NUM: "a number", _OBJ: "an object", _LIST: "a list"}
-
-
-def _stage(d: object, i: int, t: "_Types", run_kind: object, failpoints: bool, simulated: bool) -> StageResult:
+def _check_stage(d: object, i: int, path: object) -> None:
     if type(d) is not dict:
-        raise RecordError(t.path, f"stages[{i}]: expected an object, got {_name(d)}")
-    for key, types in STAGE_FIELDS.items():
-        value = d.get(key)
-        if value is not None and type(value) not in types:
-            raise RecordError(t.path, f"stages[{i}].{key}: expected {_WORDS[types]}, got {_name(value)}")
+        raise RecordError(path, f"stages[{i}]: expected an object, got {_name(d)}")
+    _fields(d, STAGE_FIELDS, f"stages[{i}].", path)
     name, status = d.get("stage"), d.get("status")
     if type(name) is not str or not name:
-        raise RecordError(t.path, f"stages[{i}].stage: expected a stage name, got {_name(name)}")
+        raise RecordError(path, f"stages[{i}].stage: expected a stage name, got {_name(name)}")
     if status not in STATUSES:
         shown = repr(status[:40]) if type(status) is str else _name(status)
-        raise RecordError(t.path, f"stages[{i}].status: unknown status {shown} (known: {', '.join(STATUSES)})")
-    marks = []
+        raise RecordError(path, f"stages[{i}].status: unknown status {shown} (known: {', '.join(STATUSES)})")
     for j, m in enumerate(d.get("marks") or ()):
         if type(m) is not dict or type(m.get("name")) is not str or type(m.get("t")) not in _NUM \
                 or type(m.get("data") or {}) is not dict:
-            raise RecordError(t.path, f"stages[{i}].marks[{j}]: expected {{name: text, t: number, data: object}}")
-        marks.append(Mark(m["name"], m["t"], m.get("data") or {}))
-    evidence = d.get("evidence")
-    process = (evidence or {}).get("process")
+            raise RecordError(path, f"stages[{i}].marks[{j}]: expected {{name: text, t: number, data: object}}")
+    process = (d.get("evidence") or {}).get("process")
     if process is not None and (type(process) is not dict or type(process.get("cpu_percent_total") or 0) not in _NUM):
-        raise RecordError(t.path, f"stages[{i}].evidence.process: expected an object with a number cpu_percent_total")
-    signatures = d.get("signatures") or []
-    for j, sig in enumerate(signatures):
+        raise RecordError(path, f"stages[{i}].evidence.process: expected an object with a number cpu_percent_total")
+    for j, sig in enumerate(d.get("signatures") or ()):
         if type(sig) is not dict or any(type(sig.get(k) or "") is not str for k in ("id", "title", "explanation", "remedy")):
-            raise RecordError(t.path, f"stages[{i}].signatures[{j}]: expected an object of texts (id, title, ...)")
-    kind = prov.resolve(run_kind, d.get("provenance"), failpoints=failpoints, simulated=simulated)
-    d["provenance"] = kind
-    return StageResult(stage=name, status=status, gpu=d.get("gpu"), device=d.get("device"), reason=d.get("reason"),
-                       started_at=d.get("started_at"), duration_s=d.get("duration_s"), marks=marks,
-                       data=d.get("data") or {}, error=d.get("error"), evidence=evidence, signatures=signatures,
-                       logs=d.get("logs") or [], provenance=kind)
+            raise RecordError(path, f"stages[{i}].signatures[{j}]: expected an object of texts (id, title, ...)")
 
 
-class _Types:
-    """Field checks that name the field: ``stages[2].duration_s: expected a number, got text``."""
-
-    def __init__(self, path: object):
-        self.path = path
-
-    def opt(self, d: dict, key: str, types: type | tuple, where: str = "") -> Any:
-        value = d.get(key)
-        if value is None:
-            return None
-        # bool is an int to isinstance; nowhere in a result is a flag a number or the other way
-        if isinstance(value, types) and (isinstance(value, bool) == (types is bool)):
-            return value
-        raise RecordError(self.path, f"{where}{key}: expected {_want(types)}, got {_name(value)}")
-
-    def need(self, d: dict, key: str, types: type | tuple, where: str = "") -> Any:
-        if d.get(key) is None:
-            raise RecordError(self.path, f"{where}{key}: missing")
-        return self.opt(d, key, types, where)
-
-
-def _want(types: type | tuple) -> str:
-    return {str: "text", int: "an integer", bool: "true or false", dict: "an object", list: "a list",
-            _NUMBER: "a number"}.get(types, str(types))
+def _stage_result(d: dict) -> StageResult:
+    """A checked stage dict as the typed model the runner writes."""
+    return StageResult(stage=d["stage"], status=d["status"], gpu=d.get("gpu"), device=d.get("device"),
+                       reason=d.get("reason"), started_at=d.get("started_at"), duration_s=d.get("duration_s"),
+                       marks=[Mark(m["name"], m["t"], m.get("data") or {}) for m in d.get("marks") or ()],
+                       data=d.get("data") or {}, error=d.get("error"), evidence=d.get("evidence"),
+                       signatures=d.get("signatures") or [], logs=d.get("logs") or [],
+                       provenance=d.get("provenance") or prov.PROBED)
 
 
 def _name(value: object) -> str:
