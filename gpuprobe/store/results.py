@@ -141,23 +141,19 @@ def read_result(path: Path) -> dict:
 
 
 def iter_result_files(folder: Path) -> Iterator[Path]:
-    """Every result file under ``folder`` (recursively), in name order."""
-    yield from sorted(Path(folder).rglob(f"*{SUFFIX}"))
+    """Every ``*.result.json`` name under ``folder`` (recursively, never following links), in
+    name order; nothing is opened, so read each through the loader (:func:`read_result`)."""
+    from gpuprobe.store.runs import result_files
+
+    yield from sorted(p for _, p in result_files(Path(folder)))
 
 
 def find_run(folder: Path, ref: str) -> Path:
-    """A run by path, run id (or unique prefix of one), or ``latest``."""
-    candidate = Path(ref).expanduser()
-    if candidate.is_file():
-        return candidate.resolve()
-    files = list(iter_result_files(folder))
-    if ref == "latest":
-        if not files:
-            raise FileNotFoundError(f"no result files in {folder}")
-        return max(files, key=lambda p: p.stat().st_mtime)
-    matches = [p for p in files if p.name[: -len(SUFFIX)].startswith(ref)]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise FileNotFoundError(f"no run {ref!r} in {folder} (give a path, a run id or 'latest')")
-    raise FileNotFoundError(f"run id {ref!r} is ambiguous in {folder}: {', '.join(p.name for p in matches[:5])}")
+    """A run by path, run id (or unique prefix of one), or ``latest`` (the newest file that
+    loads): :func:`gpuprobe.store.runs.find` for one folder, as a path."""
+    from gpuprobe.store import runs
+
+    try:
+        return runs.find([Path(folder)], ref).path
+    except runs.RunNotFound as exc:
+        raise FileNotFoundError(str(exc)) from None
