@@ -41,6 +41,8 @@ def folder(tmp_path_factory) -> dict:
     doc["fingerprint"]["simulated"] = None
     doc["fingerprint"]["hostname"] = "l40s-real"
     doc["provenance"] = {"kind": "probed", "command": ["gpuprobe", "run"], "note": None}
+    for stage in doc["stages"]:
+        stage["provenance"] = "probed"
     doc["config"]["environment"] = {k: v for k, v in doc["config"]["environment"].items()
                                     if not k.startswith("GPUPROBE_")}
     real = write_atomic(folder / f"{doc['run_id']}.result.json", doc)
@@ -57,6 +59,9 @@ def test_the_runs_are_what_they_claim(folder):
     assert [s.status for s in fake.stages] == ["pass"] and fake.provenance == "simulated"
     assert [s.status for s in real.stages] == ["pass"] and real.provenance == "probed"
     assert drill.started_at > real.started_at and fake.started_at > real.started_at
+    # stored as what it is, not only read so: the writer resolves provenance too
+    on_disk = json.loads(folder["drill"].read_text())
+    assert on_disk["provenance"]["kind"] == "drill" and on_disk["stages"][0]["provenance"] == "drill"
 
 
 def test_preflight_answers_from_the_real_run(folder):

@@ -364,14 +364,17 @@ def _name(value: object) -> str:
 def dump_record(doc: dict) -> str:
     """The JSON text of a run document, checked as the loader will check it.
 
+    The provenance written is the resolved one (:func:`provenance.resolve`): a run with a
+    failpoint is stored as ``drill`` whatever its writer claimed.
+
     Free-form payloads (a probe's data, evidence, a log line) may hold what JSON cannot:
     NaN and infinities become the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` and
     integers SQLite cannot hold their decimal text, so the evidence is kept. A typed field
     holding one (a duration, a GPU index) is a :class:`RecordError`: the run cannot be
     recorded as it is, and nothing is written.
     """
-    plain = _jsonable(doc, 0)
-    build_record(json.loads(json.dumps(plain)), None)   # a copy: the check resolves provenance in place
+    plain = _jsonable(doc, 0)   # a copy: the caller's objects are left as they are
+    build_record(plain, None)   # checks, and writes the resolved provenance into the copy
     text = json.dumps(plain, indent=1, allow_nan=False)
     if len(text) > MAX_BYTES:
         raise RecordError(None, f"the run's result would be {len(text)} bytes; readers refuse files over {MAX_BYTES}")
