@@ -121,3 +121,16 @@ def test_shipped_field_reports_stay_readable_evidence(tmp_path):
     records = [load_record(p) for p in sorted(copy.glob("*.result.json"))]
     assert len(records) >= 4
     assert {r.provenance for r in records} == {"reported"} and not any(r.exercise for r in records)
+
+
+@pytest.mark.parametrize("scenario", ["h200", "l40s", "lost", "nolib"])
+def test_every_nvml_scenario_fingerprint_is_a_valid_record(tmp_path, scenario):
+    from gpuprobe.node import fingerprint as fpr
+    from gpuprobe.node.nvml import Nvml
+
+    nv = Nvml(scenario=scenario)
+    nv.init()
+    doc = good_doc(tmp_path)
+    doc["fingerprint"] = fpr.take(nv).to_dict()
+    rec = load_record(write_atomic(tmp_path / "r.result.json", doc))
+    assert rec.fingerprint == doc["fingerprint"] and rec.provenance == "simulated"

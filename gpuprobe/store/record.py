@@ -312,11 +312,12 @@ def _check_fingerprint(fp: dict, path: object) -> None:
         where = f"fingerprint.gpus[{i}]"
         if type(gpu) is not dict:
             raise RecordError(path, f"{where}: expected an object, got {_name(gpu)}")
-        name, cc = gpu.get("name"), gpu.get("compute_capability")
-        if name is not None and type(name) not in (str, dict):   # a lost GPU's name: {"not_available": ...}
-            raise RecordError(path, f"{where}.name: expected text, got {_name(name)}")
-        if cc is not None and type(cc) is not str:
-            raise RecordError(path, f"{where}.compute_capability: expected text, got {_name(cc)}")
+        for key in ("name", "compute_capability"):
+            # NVML's answer, or why there is none: a lost GPU's is {"not_available": "NVML: GPU is lost"}
+            value = gpu.get(key)
+            if value is not None and type(value) is not str and not (
+                    type(value) is dict and type(value.get("not_available")) is str):
+                raise RecordError(path, f"{where}.{key}: expected text or {{not_available: text}}, got {_name(value)}")
     for key in ("torch", "dflex", "nvml"):
         version = (fp.get(key) or {}).get("version")
         if version is not None and type(version) is not str:
