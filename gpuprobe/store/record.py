@@ -16,6 +16,11 @@ Cheap on purpose (the index runs it over 100,000 files): one walk over the parse
 checks depth and numbers, strings are checked only in files whose text has ``\\u`` escapes,
 field types are checked by exact type against tables, and the typed stages are built only
 when a reader asks for them (benchmarks/record_load.py: about 2.3x a bare json.loads).
+
+The API readers rely on (the index among them): ``load_record(path) -> RunRecord`` (``.doc``,
+the whole checked document with provenance resolved in it; ``.provenance``, ``.stages``,
+``.fingerprint``, ``.run_id``, ``.started_at``, ``.complete``, ``.exercise``) or
+``RecordError`` (``.path``, ``.reason``, ``.newer``); ``Skipped(file, reason)`` for listing.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any
 from gpuprobe.store import provenance as prov
 from gpuprobe.store.results import SCHEMA_VERSION, STATUSES, Mark, ResultFileError, StageResult
 
-MAX_BYTES = 32 << 20       # the biggest real result (hang evidence, 50 log lines) is well under 1 MiB
+MAX_BYTES = 32 << 20       # a run's evidence is bounded (log tails, 50 log lines, stacks): room to spare
 MAX_DEPTH = 64             # a result nests about 8 deep; a reader recursing 200,000 deep dies
 INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1   # SQLite's INTEGER
 # Only a text with \uD800-\uDFFF escapes can hold a lone surrogate: other files skip the
@@ -78,7 +83,7 @@ class RunRecord:
 
     @property
     def stages(self) -> list[StageResult]:
-        """The stages, typed (checked on load; built on first use: the index reads ``doc``)."""
+        """The stages, typed (checked on load, built on first use: readers of ``doc`` skip the cost)."""
         if self._stages is None:
             self._stages = [_stage_result(d) for d in self.doc["stages"]]
         return self._stages
