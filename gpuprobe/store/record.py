@@ -203,7 +203,7 @@ def _parse_json(text: str, path: object) -> Any:
     except _Refused as exc:
         raise RecordError(path, str(exc)) from None
     except json.JSONDecodeError as exc:
-        raise RecordError(path, f"not valid JSON (line {exc.lineno}: {exc.msg}); corrupt or truncated") from None
+        raise RecordError(path, f"not valid JSON (line {exc.lineno}: {exc.msg}); corrupt or partial file") from None
     except RecursionError:
         raise RecordError(path, f"nested too deeply (the limit is {MAX_DEPTH})") from None
     except ValueError as exc:   # int() of a 4,300+ digit literal, and the like
@@ -303,8 +303,10 @@ def build_record(doc: dict, path: object = None) -> RunRecord:
     kind = prov.resolve(claimed.get("kind"), failpoints=failpoints, simulated=simulated)
     for i, stage in enumerate(stages):
         _check_stage(stage, i, path)
-        stage["provenance"] = prov.resolve(claimed.get("kind"), stage.get("provenance"), failpoints=failpoints,
-                                           simulated=simulated)
+        resolved = prov.resolve(claimed.get("kind"), stage.get("provenance"), failpoints=failpoints,
+                                simulated=simulated)
+        if stage.get("provenance") is not None or resolved != prov.PROBED:   # a document is only added to
+            stage["provenance"] = resolved                                 # where it said otherwise
     if doc.get("provenance") is not None or kind != prov.PROBED:
         doc["provenance"] = {**claimed, "kind": kind}
     return RunRecord(schema, doc.get("run_id") or "", doc.get("started_at"), doc.get("finished_at"),
