@@ -126,3 +126,18 @@ def test_compare_leaves_the_fake_out_unless_asked(folder):
     run = run_gpuprobe(["matrix", "--json", "--compare", "L40S", "L40S"], folder["folder"], timeout=30)
     cmp = json.loads(run.stdout)
     assert cmp["cells"]["nvml"]["L40S"]["counts"] == {"pass": 1}
+
+
+def test_a_simulated_node_counts_the_exercises_labelled(folder):
+    # the drill's own fingerprint is a simulated node (NVML fake): there, exercises count, said so
+    run = run_gpuprobe(["preflight", "--json", "--stage", "nvml", "--fingerprint", str(folder["drill"])],
+                       folder["folder"], timeout=30)
+    verdict = json.loads(run.stdout)
+    (nvml,) = verdict["stages"]
+    assert verdict["node"]["simulated"] == "l40s" and nvml["runs"] == 3, run.stdout + run.stderr
+    assert nvml["counts"] == {"pass": 2, "fail": 1}
+    kinds = {entry["run_id"]: entry["provenance"] for entry in nvml["latest"]}
+    assert kinds == {_id(folder["drill"]): "drill", _id(folder["fake"]): "simulated", _id(folder["real"]): "probed"}
+    # the newest is the fake run's pass: its summary says it is a simulation
+    assert nvml["latest"][0]["run_id"] == _id(folder["fake"]) and verdict["verdict"] == "ok"
+    assert f"(run {_id(folder['fake'])}, simulated)" in nvml["summary"]

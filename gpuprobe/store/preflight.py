@@ -81,7 +81,8 @@ class StageEvidence:
         text = f"{counts} {where}; latest {self.status}"
         if head:
             when = f" {head['at'][:16]}" if head.get("at") else ""  # field reports may carry no date
-            text += f"{when} on {head.get('host')} (run {head.get('run_id')})"
+            exercise = f", {head['provenance']}" if head.get("provenance") in prov.EXERCISES else ""
+            text += f"{when} on {head.get('host')} (run {head.get('run_id')}{exercise})"
             if self.bad and head.get("reason"):
                 text += f": {head['reason']}"
             if self.bad and head.get("cpu_pct") is not None and "% CPU" not in (head.get("reason") or ""):
@@ -151,15 +152,15 @@ def _lookup(conn, column: str, value: str, stages: list[str], provenances: tuple
         ev.counts[status] = n
         ev.runs += n
     rows = conn.execute(
-        "SELECT stage, status, at, run_id, hostname, reason, last_mark, cpu_pct, signatures FROM"
+        "SELECT stage, status, at, run_id, hostname, reason, last_mark, cpu_pct, signatures, provenance FROM"
         " (SELECT *, ROW_NUMBER() OVER (PARTITION BY stage ORDER BY at DESC, run_id DESC) AS rn"
         f" FROM runs WHERE {where}) WHERE rn <= {LATEST} ORDER BY stage, rn", args)
-    for stage, status, at, run_id, host, reason, last_mark, cpu, sigs in rows:
+    for stage, status, at, run_id, host, reason, last_mark, cpu, sigs, kind in rows:
         ev = found[stage]
         if ev.status is None:
             ev.status = status
         ev.latest.append({"run_id": run_id, "host": host, "at": at, "status": status, "reason": reason,
-                          "last_mark": last_mark, "cpu_pct": cpu})
+                          "last_mark": last_mark, "cpu_pct": cpu, "provenance": kind})
         for sig in json.loads(sigs) if sigs and status in BAD else []:
             if sig.get("id") not in {s.get("id") for s in ev.signatures}:
                 ev.signatures.append(sig)
