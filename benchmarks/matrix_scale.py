@@ -24,6 +24,7 @@ from pathlib import Path
 from gpuprobe.node import fingerprint as fpr
 from gpuprobe.node.nvml import Nvml
 from gpuprobe.run.stages import STAGE_NAMES
+from gpuprobe.store.record import dump_record
 
 STATUSES = {"l40s": ["pass"] * 6 + ["hang"] * 3 + ["slow"], "h200": ["pass"] * 19 + ["fail"]}
 
@@ -64,7 +65,7 @@ def generate(folder: Path, n: int, seed: int = 1) -> None:
                "config": {"device": "cuda"}, "stages": stages, "summary": {"status": "pass", "exit_code": 0}}
         sub = folder / f"{i // 5000:03d}"   # like per-day or per-node subfolders
         sub.mkdir(exist_ok=True)
-        (sub / f"r{i:06d}.result.json").write_text(json.dumps(doc))
+        (sub / f"r{i:06d}.result.json").write_text(dump_record(doc))   # checked as every writer's are
 
 
 def time_cli(args: list[str]) -> float:

@@ -12,7 +12,7 @@ from pathlib import Path
 from gpuprobe import exitcodes, paths
 from gpuprobe.store.preflight import INCOMPATIBLE, NO_EVIDENCE, OK, TRANSIENT, PreflightError, Verdict
 
-__all__ = ["check", "results_folder", "redact_command", "redact_config", "Verdict", "PreflightError", "OK", "INCOMPATIBLE", "NO_EVIDENCE",
+__all__ = ["check", "results_folder", "evidence_folders", "redact_command", "redact_config", "Verdict", "PreflightError", "OK", "INCOMPATIBLE", "NO_EVIDENCE",
            "TRANSIENT", "EXIT_USAGE", "EXIT_INCOMPATIBLE", "EXIT_TEMPFAIL"]
 
 EXIT_USAGE = exitcodes.USAGE
@@ -36,17 +36,28 @@ def redact_config(config: dict) -> dict:
 
 
 def results_folder() -> Path:
-    """Where the evidence is: $GPUPROBE_RESULTS, else the checkout's reports/, else the user data folder."""
+    """Where the evidence is first looked for: $GPUPROBE_RESULTS, else the user data folder."""
     return paths.resolve_results_dir(None).path
+
+
+def evidence_folders() -> list[Path]:
+    """Every folder the evidence is read from: $GPUPROBE_RESULTS (which must exist), else the
+    user data folder and the checkout's shipped field reports. Raises :class:`PreflightError`
+    naming a missing folder."""
+    try:
+        return [r.path for r in paths.evidence_dirs()]
+    except paths.ResultsDirMissing as exc:
+        raise PreflightError(str(exc)) from None
 
 
 def check(stages: list[str] | None = None, folders: list[Path] | None = None) -> tuple[Verdict, str]:
     """This node's preflight verdict, and where its fingerprint came from (NVML or a file).
 
-    Raises :class:`PreflightError` for bad input (an unknown stage, an unreadable
-    $GPUPROBE_PREFLIGHT_FINGERPRINT).
+    Only real evidence (probed, observed, reported, static) can refuse a real node: fire
+    drills and simulations never do. Raises :class:`PreflightError` for bad input (an
+    unknown stage, an unreadable $GPUPROBE_PREFLIGHT_FINGERPRINT, a missing results folder).
     """
     from gpuprobe.store import preflight as pf
 
     fp, source = pf.node_fingerprint()
-    return pf.evaluate(folders or [results_folder()], fp, stages), source
+    return pf.evaluate(folders or evidence_folders(), fp, stages), source

@@ -6,8 +6,9 @@
   warn               log the same, then train anyway
   off                no check
 
-The evidence comes from gpuprobe's results folder ($GPUPROBE_RESULTS, else the checkout's
-reports/); the node's fingerprint from NVML (no torch import), or from the file named by
+The evidence comes from gpuprobe's results folders ($GPUPROBE_RESULTS, else the user data
+folder and the checkout's shipped field reports), through gpuprobe's validating loader; fire
+drills and simulations there never refuse a real node. The node's fingerprint from NVML (no torch import), or from the file named by
 $GPUPROBE_PREFLIGHT_FINGERPRINT ("what would this node say?").
 """
 
@@ -57,9 +58,9 @@ def preflight_gate(general: dict[str, Any], stages: list[str] | None = None) -> 
         return
     from gpuprobe import api   # the only part of gpuprobe the trainer imports (setup.cfg's contract)
 
-    folder = api.results_folder()
     try:
-        verdict, source = api.check(stages, [folder])
+        folders = api.evidence_folders()
+        verdict, source = api.check(stages, folders)
     except api.PreflightError as exc:
         log.error("preflight: %s", exc)
         if mode == "enforce":
@@ -69,7 +70,8 @@ def preflight_gate(general: dict[str, Any], stages: list[str] | None = None) -> 
         message = refusal_message(verdict)
         if mode == "enforce":
             log.error("%s", message)
-            log.error("refusing to train (exit %d); evidence from %s", api.EXIT_INCOMPATIBLE, folder)
+            log.error("refusing to train (exit %d); evidence from %s", api.EXIT_INCOMPATIBLE,
+                      ", ".join(map(str, folders)))
             sys.exit(api.EXIT_INCOMPATIBLE)
         log.warning("%s\n  general.preflight=warn: training anyway", message)
     elif verdict.verdict == api.TRANSIENT:
@@ -79,4 +81,4 @@ def preflight_gate(general: dict[str, Any], stages: list[str] | None = None) -> 
         log.warning("preflight: %s; general.preflight=warn: training anyway", verdict.reason)
     else:
         log.info("preflight: %s (%s; fingerprint from %s, evidence from %s)", verdict.verdict, verdict.reason,
-                 source, folder)
+                 source, ", ".join(map(str, folders)))

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gpuprobe import __version__, signatures  # noqa: E402
+from gpuprobe.store import provenance  # noqa: E402
 from gpuprobe.store.results import SCHEMA_VERSION, StageResult, summarise, write_atomic  # noqa: E402
 
 NOTE = ("field report, not probed by gpuprobe: PWM training on {gpu} nodes ({detail}). Reported by users; "
@@ -43,7 +44,7 @@ def fingerprint(hostname: str, gpu: dict, driver: str | None, cuda: str | None) 
 
 
 def reported(stage: str, status: str, reason: str, **extra: object) -> StageResult:
-    return StageResult(stage=stage, status=status, device="cuda", gpu=0, reason=reason, provenance="reported",
+    return StageResult(stage=stage, status=status, device="cuda", gpu=0, reason=reason, provenance=provenance.REPORTED,
                        **extra)
 
 
@@ -74,7 +75,7 @@ def document(run_id: str, fp: dict, stages: list[StageResult], note: str) -> dic
     return {
         "schema": SCHEMA_VERSION, "run_id": run_id, "tool": {"name": "gpuprobe", "version": __version__},
         "started_at": None, "finished_at": None, "complete": True,
-        "provenance": {"kind": "reported", "command": None, "source": "field report (users, SLURM cluster)",
+        "provenance": {"kind": provenance.REPORTED, "command": None, "source": "field report (users, SLURM cluster)",
                        "note": note, "recorded_by": "scripts/record_field_report.py"},
         "fingerprint": fp,
         "config": {"device": "cuda", "device_reason": "reported", "gpus": [0], "stages": [s.stage for s in stages],

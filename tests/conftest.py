@@ -6,12 +6,23 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The suite stays out of live state: no test reads or writes the user's results (the user
+# data folder) or the checkout's reports/. Results default to a folder of this session,
+# also in every subprocess: run_gpuprobe and the trainer tests drop GPUPROBE_* variables,
+# but keep XDG_DATA_HOME, under which the default results folder now lives.
+LIVE_STATE = tempfile.mkdtemp(prefix="gpuprobe-tests-")
+SESSION_RESULTS = str(Path(LIVE_STATE) / "results")
+os.environ["XDG_DATA_HOME"] = str(Path(LIVE_STATE) / "data")
+os.environ["GPUPROBE_RESULTS"] = SESSION_RESULTS
+Path(SESSION_RESULTS).mkdir()
 
 
 @dataclass
@@ -33,8 +44,29 @@ class CliRun:
         return next(s for s in self.doc()["stages"] if s["stage"] == name)
 
 
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every entry under ``folder`` (hidden ones and the index cache too), never following links."""
+    out = {}
+    for here, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            st = os.lstat(os.path.join(here, name))
+            out[os.path.relpath(os.path.join(here, name), folder)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_reports_untouched():
+    """The suite never writes into the checkout's reports/ (nor builds an index over it)."""
+    before = _snapshot(ROOT / "reports")
+    yield
+    after = _snapshot(ROOT / "reports")
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    assert not changed, f"the test suite changed the checkout's reports/: {', '.join(changed[:10])}"
+
+
 def run_gpuprobe(args: list[str], results: Path | None, env: dict | None = None, timeout: float = 120) -> CliRun:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPROBE_")}
+    full_env["GPUPROBE_RESULTS"] = SESSION_RESULTS
     full_env["PYTHONPATH"] = str(ROOT)
     full_env.update(env or {})
     cmd = [sys.executable, "-m", "gpuprobe", *args]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gpuprobe.node import fingerprint as fpr
 from gpuprobe.node.nvml import Nvml
+from gpuprobe.store import provenance as prov
 from gpuprobe.store.results import SCHEMA_VERSION, SUFFIX, StageResult, Mark, summarise, write_atomic
 
 HOST_STORAGE = {
@@ -99,9 +100,9 @@ def field_report(folder: Path) -> list[Path]:
     paths = []
     for n in range(3):
         paths.append(make_result(folder, "l40s", f"l40s-n{n + 1}", {"cuda": "pass", "buffer": "hang"},
-                                 at=T0 + timedelta(hours=n), provenance="reported"))
+                                 at=T0 + timedelta(hours=n), provenance=prov.REPORTED))
     paths.append(make_result(folder, "h200", "h200-n1", {"cuda": "pass", "buffer": "pass", "train": "pass"},
-                             at=T0 + timedelta(hours=4), provenance="reported"))
+                             at=T0 + timedelta(hours=4), provenance=prov.REPORTED))
     return paths
 
 

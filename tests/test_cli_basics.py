@@ -44,7 +44,7 @@ def test_corrupt_result_file_given_to_show(gpuprobe_cli, tmp_path):
     bad = tmp_path / "x.result.json"
     bad.write_text('{"schema": 1, "stages": [')
     line = one_line_error(gpuprobe_cli(["show", str(bad)]), 2)
-    assert "corrupt" in line
+    assert f"{bad}: not valid JSON" in line and "corrupt or partial file" in line
 
 
 def test_show_unknown_run(gpuprobe_cli, tmp_path):

@@ -61,6 +61,7 @@ def test_attach_counts_in_matrix_and_preflight(gpuprobe_cli, stuck_job, tmp_path
 
 
 def test_preflight_without_job_evidence_does_not_ask_for_it(gpuprobe_cli, tmp_path):
+    (tmp_path / "empty").mkdir()   # a named folder that is missing is an error, not "no evidence"
     pre = gpuprobe_cli(["preflight", "--json"], results=tmp_path / "empty")
     assert "job" not in [s["stage"] for s in json.loads(pre.stdout)["stages"]]
 

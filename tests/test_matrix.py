@@ -67,8 +67,12 @@ def test_filters(field, tmp_path):
     assert [r["id"] for r in mx.build([field], view="model", flt=mx.MatrixFilter(models=("l40s",)))["rows"]] == ["L40S"]
     only_buffer = mx.build([field], flt=mx.MatrixFilter(stages=("buffer",)))
     assert only_buffer["stages"] == ["buffer"]
-    recent = mx.build([field], view="model", flt=mx.MatrixFilter(since="2026-11-02"))
-    assert [r["id"] for r in recent["rows"]] == ["L40S"] and _row(recent, "L40S")["cells"]["buffer"]["summary"] == "pass 1/1"
+    # the only recent run is simulated: hidden by default, a labelled row of its own when asked for
+    assert mx.build([field], view="model", flt=mx.MatrixFilter(since="2026-11-02"))["rows"] == []
+    recent = mx.build([field], view="model", flt=mx.MatrixFilter(since="2026-11-02", provenance=("all",)))
+    assert [r["id"] for r in recent["rows"]] == ["L40S (simulated)"]
+    assert recent["rows"][0]["key"]["provenance"] == "simulated" and "provenance" in recent["columns"]
+    assert recent["rows"][0]["cells"]["buffer"]["summary"] == "pass 1/1"
     sim = mx.build([field], view="model", flt=mx.MatrixFilter(provenance=("simulated",)))
     assert _row(sim, "L40S")["cells"]["buffer"]["runs"] == 1
     reported = mx.build([field], view="model", flt=mx.MatrixFilter(provenance=("reported",)))
@@ -81,7 +85,7 @@ def test_corrupt_files_are_reported_and_skipped(field):
     (field / "broken.result.json").write_text('{"schema": 1, "stages": [')
     (field / "alien.result.json").write_text('{"hello": "world"}')
     m = mx.build([field])
-    assert {Path(s["path"]).name for s in m["skipped"]} == {"broken.result.json", "alien.result.json"}
+    assert {Path(s["file"]).name for s in m["skipped"]} == {"broken.result.json", "alien.result.json"}
     assert m["skipped_message"].startswith("skipped 2 unreadable files: ")
     assert _row(m, "L40S")["cells"]["buffer"]["summary"] == "hang 3/3"
 

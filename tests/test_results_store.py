@@ -22,7 +22,7 @@ def test_write_atomic_leaves_old_file_on_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", boom)
     with pytest.raises(OSError):
-        results.write_atomic(target, {"schema": 1, "stages": [{"stage": "new"}]})
+        results.write_atomic(target, {"schema": 1, "stages": [{"stage": "new", "status": "pass"}]})
     assert json.loads(target.read_text())["stages"] == []
     assert [p.name for p in tmp_path.iterdir()] == ["r.result.json"]  # no temp file left
 
@@ -41,9 +41,13 @@ def test_read_result_errors_say_what(tmp_path, content, words):
 def test_results_dir_never_from_cwd(tmp_path, monkeypatch):
     monkeypatch.delenv(paths.ENV, raising=False)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     resolved = paths.resolve_results_dir(None)
-    assert resolved.source == "checkout"
-    assert resolved.path == paths.checkout_root() / "reports"
+    # runs are written to the user data folder, never the checkout's tracked reports/
+    assert resolved.source == "user data folder"
+    assert resolved.path == tmp_path / "data" / "gpuprobe" / "results"
+    # readers take the shipped field reports too, read-only
+    assert [r.path for r in paths.evidence_dirs()] == [resolved.path, paths.checkout_root() / "reports"]
     monkeypatch.setenv(paths.ENV, "rel/dir")
     env_resolved = paths.resolve_results_dir(None)
     assert env_resolved.path == (tmp_path / "rel/dir") and env_resolved.path.is_absolute()
@@ -84,3 +88,15 @@ def test_written_files_get_the_umask_mode_not_a_private_one(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600: results are shared
+
+
+def test_a_named_results_folder_that_is_not_there_is_an_error_naming_it(tmp_path, monkeypatch):
+    monkeypatch.delenv(paths.ENV, raising=False)
+    with pytest.raises(paths.ResultsDirMissing, match=f"{tmp_path / 'nope'} \\(from --results\\) does not exist"):
+        paths.evidence_dirs([tmp_path / "nope"])
+    monkeypatch.setenv(paths.ENV, str(tmp_path / "gone"))
+    with pytest.raises(paths.ResultsDirMissing, match="from \\$GPUPROBE_RESULTS"):
+        paths.evidence_dirs()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(paths.ResultsDirMissing, match="is not a folder"):
+        paths.evidence_dirs([tmp_path / "file"])

@@ -54,7 +54,7 @@ def verdict_lines(stage: dict, path: Path | None) -> list[str]:
 @click.option("--interval", type=click.FloatRange(0.05, 3600), default=0.5, show_default=True,
               help="Seconds between dumps.")
 @click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Results folder. Default: $GPUPROBE_RESULTS, else reports/ of the checkout, else the user data folder.")
+              help="Results folder. Default: $GPUPROBE_RESULTS, else the user data folder (~/.local/share/gpuprobe/results).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result document as JSON.")
 @click.pass_context
 def attach(ctx: click.Context, pid: int | None, job_id: str | None, step: str | None, samples: int, interval: float,

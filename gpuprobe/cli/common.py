@@ -103,7 +103,8 @@ class FormatChoice(click.Choice):
 
 
 # -- option decorators ----------------------------------------------------------------------
-RESULTS_HELP = "Default: $GPUPROBE_RESULTS, else reports/ of the checkout, else the user data folder."
+RESULTS_HELP = ("Default: $GPUPROBE_RESULTS, else the user data folder (~/.local/share/gpuprobe/results) "
+                "and, read-only, the checkout's shipped field reports (reports/).")
 
 
 def results_option(multiple: bool = True, help: str | None = None) -> Callable:
@@ -190,29 +191,42 @@ def parse_stage_options(pairs: Iterable[str]) -> dict:
 
 # -- shared plumbing ------------------------------------------------------------------------
 def results_folders(results: Iterable[Path] | Path | None) -> list[Path]:
-    """The folders of a ``--results`` option (one or many); the default folder when none."""
+    """The folders a reader takes evidence from: those of ``--results`` (or $GPUPROBE_RESULTS),
+    which must exist (exit 2, naming the folder), else the user data folder and the
+    checkout's shipped field reports (gpuprobe.paths.evidence_dirs)."""
     from gpuprobe import paths
 
     given = [results] if isinstance(results, Path) else list(results or ())
-    return [paths.resolve_results_dir(r).path for r in given] or [paths.resolve_results_dir(None).path]
+    return [r.path for r in paths.evidence_dirs(given)]
 
 
-def locate_run(folders: list[Path], ref: str) -> Path:
-    """RUN (a path, a run id or prefix, ``latest``) in the first folder that has it; ``latest``
-    is the newest over all the folders."""
-    from gpuprobe.store.results import find_run
+def locate_run(results: Iterable[Path] | Path | None, ref: str):
+    """RUN (a path, a run id or prefix, ``latest``) over the ``--results`` folders, read
+    through the validating loader: a :class:`gpuprobe.store.runs.Found` (record, path,
+    files skipped). A RUN that is a path needs no folder.
 
-    found, errors = [], []
-    for folder in folders:
-        try:
-            found.append(find_run(folder, ref))
-        except FileNotFoundError as exc:
-            errors.append(str(exc))
-        if found and ref != "latest":
-            break
-    if not found:
-        raise click.ClickException(errors[0] if len(errors) == 1 else "; ".join(errors))
-    return max(found, key=lambda p: p.stat().st_mtime)
+    Files passed over on the way to ``latest`` are warned about on stderr, one line each.
+    """
+    import os
+
+    from gpuprobe.store import runs
+
+    is_path = ref != "latest" and os.path.lexists(Path(ref).expanduser())
+    try:
+        found = runs.find([] if is_path else results_folders(results), ref)
+    except runs.RunNotFound as exc:   # exit 1, as it always was: no such run is not a bad option
+        warn_skipped(getattr(exc, "skipped", []))
+        raise click.ClickException(str(exc)) from None
+    warn_skipped(found.skipped)
+    return found
+
+
+def warn_skipped(skipped: list) -> None:
+    """One stderr line per skipped file: the file and why."""
+    from gpuprobe import textsafe
+
+    for item in skipped:
+        click.echo(textsafe.terminal(item.line()), err=True)   # a file name is whatever is in the folder
 
 
 def emit_json(data: object) -> None:

@@ -68,8 +68,8 @@ def _human(report, show_all: bool) -> str:
 @click.option("--no-cache", is_flag=True, help="Read every binary again instead of using the scan cache.")
 @click.option("--save", is_flag=True, help="Also store the verdict as a result (stage 'kernels', provenance 'static') "
                                            "so the matrix shows it.")
-@results_option(multiple=False, help="Results folder for --save. Default: $GPUPROBE_RESULTS, else reports/ of the "
-                                     "checkout, else the user data folder.")
+@results_option(multiple=False, help="Results folder for --save. Default: $GPUPROBE_RESULTS, else the user data "
+                                     "folder (~/.local/share/gpuprobe/results).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON contract (docs/KERNELS.md) instead of the human view.")
 @click.pass_context
 def kernels(ctx: click.Context, paths: tuple[Path, ...], gpu: str | None, cc: str | None, driver: str | None,

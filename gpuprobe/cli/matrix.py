@@ -9,6 +9,8 @@ import click
 from gpuprobe.cli.common import (command, format_option, json_option, output_option, results_folders, results_option,
                                  stage_option, write_output)
 from gpuprobe.run.stages import STATIC_STAGES
+from gpuprobe.store.provenance import ALL as PROVENANCE_ALL
+from gpuprobe.store.provenance import PROVENANCES
 
 
 @command(exit_codes=(0, 2))
@@ -21,15 +23,18 @@ from gpuprobe.run.stages import STATIC_STAGES
 @click.option("--host", "hosts", multiple=True, help="Only this node (repeatable).")
 @click.option("--since", default=None, metavar="DATE", help="Only runs at or after DATE (ISO, e.g. 2025-11-01).")
 @click.option("--provenance", "provenance", multiple=True,
-              type=click.Choice(["probed", "reported", "simulated", "observed", "static"]),
-              help="Only results probed by gpuprobe, reported by hand, simulated (NVML fake), observed (attach, watch) "
-                   "or static (gpuprobe kernels --save: judged from the binaries) (repeatable).")
+              type=click.Choice([*PROVENANCES, PROVENANCE_ALL]),
+              help="Only results probed by gpuprobe, reported by hand, observed (attach, watch), static (gpuprobe "
+                   "kernels --save: judged from the binaries), drill (a failpoint was active) or simulated (NVML fake, "
+                   "emulated GPU, --free-memory-gb) (repeatable); all: every one. Default: every kind but drill and "
+                   "simulated. Drills and simulations shown get rows of their own, labelled in every format.")
 @click.option("--compare", nargs=2, default=None, metavar="MODEL_A MODEL_B",
               help="Two GPU models side by side: stage cells, fingerprint differences, signatures.")
 @format_option("text", "markdown", "json", "html", "prom")
 @output_option
 @click.option("--write", "write_default", is_flag=True,
-              help="Write to MATRIX.<md|json|html|prom> in the (first) results folder, e.g. reports/MATRIX.md.")
+              help="Write to MATRIX.<md|json|html|prom> in the (first) results folder; with --results reports, "
+                   "the shipped reports/MATRIX.md.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the index (.gpuprobe-cache/index.sqlite).")
 @json_option
 def matrix(results: tuple[Path, ...], view: str, models: tuple[str, ...], stages: tuple[str, ...],
@@ -41,14 +46,17 @@ def matrix(results: tuple[Path, ...], view: str, models: tuple[str, ...], stages
     duration; known-issue signatures are listed with their remedies. Results are read
     through an index per results folder (.gpuprobe-cache/index.sqlite, or the user cache folder
     when the results folder is read-only), so only new or changed files are read.
-    Unreadable (corrupt, partial) files are reported and skipped.
+    Unusable files (corrupt, truncated, oversized, not a regular file, a newer schema) are
+    skipped with one warning line each on stderr, and listed under "skipped" in --json.
+    Fire drills and simulations are left out unless --provenance all (or drill, simulated).
 
     \b
     Example:
       gpuprobe matrix
       gpuprobe matrix --by model --stage buffer --since 2025-11-01
       gpuprobe matrix --compare L40S H200
-      gpuprobe matrix --format markdown --write    # -> reports/MATRIX.md
+      gpuprobe matrix --provenance all             # drills and NVML fakes too, labelled
+      gpuprobe matrix --results reports --format markdown --write   # -> reports/MATRIX.md
       gpuprobe matrix --format prom -o /var/lib/node_exporter/textfile/gpuprobe.prom
       gpuprobe matrix --results /shared/a --results /shared/b --format html -o matrix.html
     """
@@ -88,7 +96,7 @@ def matrix(results: tuple[Path, ...], view: str, models: tuple[str, ...], stages
             write_output(output, text)
         else:
             click.echo(text, nl=False)
-    if data.get("skipped_message") and (output is not None or fmt != "text"):
-        from gpuprobe import textsafe
+    from gpuprobe.cli.common import warn_skipped
+    from gpuprobe.store.record import Skipped
 
-        click.echo(textsafe.terminal(data["skipped_message"]), err=True)   # names files found in the folder
+    warn_skipped([Skipped(s["file"], s["reason"]) for s in data.get("skipped") or []])

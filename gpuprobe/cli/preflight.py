@@ -58,7 +58,11 @@ def preflight(ctx: click.Context, stages: tuple[str, ...], live: tuple[str, ...]
       no-evidence         some stage has no runs, none is bad
       transient           NVML reports a lost GPU: retry elsewhere
 
-    Results from NVML fakes (simulated) count only for a simulated node. --format prom
+    Only real evidence judges a real node: fire drills (a failpoint was active) and
+    simulations (NVML fake, emulated GPU) count only for a simulated node. A --results
+    folder (or $GPUPROBE_RESULTS) that does not exist is an error (exit 2), not "no
+    evidence". Unusable result files are skipped with one warning line each, and
+    listed under "skipped" in --json. --format prom
     writes one gauge per stage verdict and the answer, for node_exporter's textfile
     collector (with -o, atomically).
 
@@ -76,6 +80,8 @@ def preflight(ctx: click.Context, stages: tuple[str, ...], live: tuple[str, ...]
     fp, _source = pf.node_fingerprint(fingerprint_file)
     verdict = pf.evaluate(results_folders(results), fp, list(stages) or None, strict=strict, live=list(live) or None,
                           live_timeout=live_timeout, cache=not no_cache).to_dict()
+    for item in verdict["skipped"]:   # one line each: the file and why
+        click.echo(f"warning: skipped {item['file']}: {item['reason']}", err=True)
     if fmt == "prom":
         from gpuprobe.store.prom import preflight_metrics
 

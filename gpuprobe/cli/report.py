@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from gpuprobe.cli.common import command, format_option, locate_run, output_option, results_folders, results_option
+from gpuprobe.cli.common import command, format_option, locate_run, output_option, results_option
 
 
 @command(exit_codes=(0, 2))
@@ -29,12 +29,11 @@ def report(run_ref: str, latest: bool, fmt: str, output: Path | None, results: t
     """
     from gpuprobe.cli.common import write_output
     from gpuprobe.store import report as rp
-    from gpuprobe.store.results import read_result
 
     if latest and run_ref != "latest":
         raise click.UsageError("give RUN or --latest, not both")
-    path = locate_run(results_folders(results), run_ref)
-    text = rp.render(read_result(path), "md" if fmt == "markdown" else fmt, path)
+    found = locate_run(results, run_ref)
+    text = rp.render(found.record.doc, "md" if fmt == "markdown" else fmt, found.path)
     if output is None:
         click.echo(text, nl=False)
     else:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from gpuprobe.cli.common import command, emit_json, json_option, locate_run, results_folders, results_option
+from gpuprobe.cli.common import command, emit_json, json_option, locate_run, results_option
 
 
 @command(exit_codes=(0, 2))
@@ -23,13 +23,11 @@ def show(run_ref: str, full: bool, results: tuple[Path, ...], as_json: bool) -> 
       gpuprobe show latest
       gpuprobe show 20261128T2310 --json
     """
-    from gpuprobe.store.results import read_result
-
-    path = locate_run(results_folders(results), run_ref)
-    doc = read_result(path)
+    found = locate_run(results, run_ref)
+    doc = found.record.doc
     if as_json:
-        emit_json(doc)
+        emit_json({**doc, "skipped": [s.to_dict() for s in found.skipped]} if found.skipped else doc)
         return
     from gpuprobe.cli.console import print_run, stdout_console
 
-    print_run(stdout_console(), doc, str(path), verbose=full)
+    print_run(stdout_console(), doc, str(found.path), verbose=full)

@@ -51,7 +51,7 @@ SWEEP_EXIT_CODES = (
 @click.option("--sbatch-arg", "sbatch_args", multiple=True, metavar="ARG",
               help="Extra sbatch option, e.g. --sbatch-arg=--account=proj (repeatable).")
 @results_option(multiple=False, help="Shared results folder every node writes into (made absolute). "
-                                     "Default: $GPUPROBE_RESULTS, else reports/ of the checkout, else the user data folder.")
+                                     "Default: $GPUPROBE_RESULTS, else the user data folder (~/.local/share/gpuprobe/results).")
 @click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Job and per-node logs. Default: RESULTS/.sweep-logs (shared, like the results).")
 @click.option("--no-wait", is_flag=True, help="Submit, print the job id, and return.")

@@ -30,7 +30,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @click.option("--sample-every", default=None, callback=lambda c, p, v: None if v is None else _duration(c, p, v),
               metavar="DURATION", help="Seconds between stack looks while the job is quiet. Default: stall/3, 1-60 s.")
 @click.option("--results", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Results folder. Default: $GPUPROBE_RESULTS, else reports/ of the checkout, else the user data folder.")
+              help="Results folder. Default: $GPUPROBE_RESULTS, else the user data folder (~/.local/share/gpuprobe/results).")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
 @click.pass_context
 def watch(ctx: click.Context, stall: float, on_stall: str, sample_every: float | None, results: Path | None,

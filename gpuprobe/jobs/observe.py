@@ -25,11 +25,12 @@ from gpuprobe.node import fingerprint as fpr
 from gpuprobe.node.nvml import Nvml, available
 from gpuprobe.redact import recorded_environment, redact_argv, redact_snapshot, redact_stacks, redact_text
 from gpuprobe.run import evidence
+from gpuprobe.store import provenance
 from gpuprobe.store.results import (HANG, PASS, SKIP, SCHEMA_VERSION, SUFFIX, StageResult, new_run_id, summarise,
                                     utc_now, write_atomic)
 
 STAGE = "job"
-PROVENANCE = "observed"
+PROVENANCE = provenance.OBSERVED
 STATUS_OF = {smp.STUCK: HANG, smp.SPINNING: HANG, smp.PROGRESSING: PASS, smp.IDLE: SKIP, smp.BUSY: SKIP}
 
 
@@ -225,7 +226,7 @@ def document(result: StageResult, fingerprint: dict, command: list[str] | None =
              note: str | None = None) -> dict:
     """A whole result file around one observed stage."""
     run_id = new_run_id(fingerprint.get("hostname"))
-    kind = "simulated" if fingerprint.get("simulated") else PROVENANCE
+    kind = provenance.SIMULATED if fingerprint.get("simulated") else PROVENANCE
     return {
         "schema": SCHEMA_VERSION, "run_id": run_id, "tool": {"name": "gpuprobe", "version": __version__},
         "started_at": result.started_at, "finished_at": utc_now(), "complete": True,

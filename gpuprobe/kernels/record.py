@@ -17,9 +17,10 @@ from pathlib import Path
 
 from gpuprobe import __version__
 from gpuprobe.kernels.verdict import CANNOT_RUN, JIT
+from gpuprobe.store import provenance
 
 STAGE = "kernels"
-PROVENANCE = "static"
+PROVENANCE = provenance.STATIC
 
 
 def _fingerprint(report, fp: dict | None) -> dict:

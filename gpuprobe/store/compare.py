@@ -39,18 +39,23 @@ def compare(folders: list[Path], model_a: str, model_b: str, flt: MatrixFilter |
     flt = flt or MatrixFilter()
     flt = MatrixFilter(models=(model_a, model_b), stages=flt.stages, since=flt.since, provenance=flt.provenance)
     by_model = build(folders, view="model", flt=flt, cache=cache)
-    rows = {r["id"].lower(): r for r in by_model["rows"]}
+    rows: dict[str, dict] = {}
+    for r in by_model["rows"]:   # a model's evidence row first; its drill or simulation row (labelled) else
+        if "provenance" not in r["key"] or r["key"]["provenance"] == "-":
+            rows[r["key"]["gpu_model"].lower()] = r
+        else:
+            rows.setdefault(r["key"]["gpu_model"].lower(), r)
     missing = [m for m in (model_a, model_b) if m.lower() not in rows]
     if missing:
         known = sorted({r["id"] for r in build(folders, view="model", cache=cache)["rows"]})
         raise MatrixError(f"no results for GPU model {', '.join(missing)} (models with results: "
                           f"{', '.join(known) or 'none'})")
     a, b = rows[model_a.lower()], rows[model_b.lower()]
-    facts = _facts_by_model(folders, (a["id"], b["id"]), cache)
+    facts = _facts_by_model(folders, (a["key"]["gpu_model"], b["key"]["gpu_model"]), cache, flt)
     differences, same = [], []
     for key, label in FACTS:
-        va = sorted({_fmt(key, v) for v in facts[a["id"]].get(key, [])})
-        vb = sorted({_fmt(key, v) for v in facts[b["id"]].get(key, [])})
+        va = sorted({_fmt(key, v) for v in facts[a["key"]["gpu_model"]].get(key, [])})
+        vb = sorted({_fmt(key, v) for v in facts[b["key"]["gpu_model"]].get(key, [])})
         entry = {"fact": key, "label": label, "a": va, "b": vb}
         (same if va == vb else differences).append(entry)
     signatures = {m["id"]: _signatures(m) for m in (a, b)}
@@ -63,12 +68,17 @@ def compare(folders: list[Path], model_a: str, model_b: str, flt: MatrixFilter |
     }
 
 
-def _facts_by_model(folders: list[Path], models: tuple[str, str], cache: bool) -> dict[str, dict[str, list]]:
+def _facts_by_model(folders: list[Path], models: tuple[str, str], cache: bool,
+                    flt: MatrixFilter) -> dict[str, dict[str, list]]:
+    """The fingerprint facts of the stacks the compared runs came from (a fake H200's
+    stack is not an H200's unless drills and simulations were asked for)."""
     out: dict[str, dict[str, list]] = {m: {} for m in models}
+    where, args = flt.sql()
     ev = open_evidence(folders, cache=cache)
     try:
         assert ev.conn is not None
-        for model, facts in ev.conn.execute("SELECT gpu_model, facts FROM stacks"):
+        for model, facts in ev.conn.execute(
+                f"SELECT gpu_model, facts FROM stacks WHERE stack_id IN (SELECT stack_id FROM runs{where})", args):
             if model in out:
                 for key, value in json.loads(facts or "{}").items():
                     if value not in out[model].setdefault(key, []):

@@ -32,7 +32,7 @@ from gpuprobe.store.results import SUFFIX, ResultFileError, read_result
 log = logging.getLogger(__name__)
 
 INDEX_NAME = ".gpuprobe-cache/index.sqlite"   # .gpuprobe-cache/ is git-ignored
-INDEX_SCHEMA = "4"
+INDEX_SCHEMA = "5"   # 5: provenance from the run record (drill, simulated resolved)
 BUSY_TIMEOUT_S = 30.0
 # A folder modified this recently may still change within the same mtime tick (1 s on
 # some NFS servers): its mtime is not trusted for the quick "nothing changed" check.
@@ -111,14 +111,11 @@ def stack_facts(fp: dict) -> dict:
 
 
 def provenance_of(doc: dict, stage: dict | None = None) -> str:
-    """probed | reported | simulated (the fingerprint came from an NVML fake)."""
-    fp = doc.get("fingerprint") or {}
-    if fp.get("simulated"):
-        return "simulated"
-    kind = (doc.get("provenance") or {}).get("kind") or "probed"
-    if stage is not None and stage.get("provenance") in ("reported", "simulated"):
+    """The stage's provenance, else the run's, as the loader resolved them
+    (gpuprobe.store.record: a drill is a drill whatever the file claimed)."""
+    if stage is not None and stage.get("provenance"):
         return stage["provenance"]
-    return kind
+    return (doc.get("provenance") or {}).get("kind") or "probed"
 
 
 def extract(doc: dict) -> tuple[dict, list[tuple], dict]:
@@ -266,14 +263,16 @@ class ResultIndex:
                         if name.startswith("."):
                             continue  # temporary files of atomic writers, the index itself
                         sub = f"{rel}/{name}" if rel else name
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(sub)
-                        elif name.endswith(SUFFIX):
+                        if name.endswith(SUFFIX):
+                            # every such name is a result to the loader, which refuses (and so
+                            # lists) a folder, FIFO or symlink loop by that name: lstat, never follow
                             try:
-                                st = entry.stat()
+                                st = entry.stat(follow_symlinks=False)
                             except OSError:
                                 continue  # renamed away between listing and stat
                             files[sub] = (st.st_mtime_ns, st.st_size)
+                        elif entry.is_dir(follow_symlinks=False):
+                            stack.append(sub)
             except OSError as exc:
                 log.warning("cannot list %s: %s", here, exc.strerror or exc)
         return files, dirs

@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from gpuprobe.store import provenance as prov
 from gpuprobe.store.index import STACK_FIELDS, RefreshStats, ResultIndex, describe_unreadable, normalise_time
 from gpuprobe.store.results import SEVERITY, utc_now
 from gpuprobe.run.stages import STAGE_NAMES, STATIC_STAGES
@@ -26,7 +27,12 @@ log = logging.getLogger(__name__)
 
 VIEWS = ("stack", "model", "node")
 OBSERVED_STAGES = ("job",)   # stages of the user's own jobs (gpuprobe attach / watch)
-PROVENANCES = ("probed", "reported", "simulated", "observed", "static")
+PROVENANCES = prov.PROVENANCES
+# A row is split by exercise: drills and simulations never share a row (or its counts) with
+# evidence, and their row key says which they are, so every view labels them.
+LABEL_SEP = "\x1f"
+_LABEL_SQL = (f"CASE WHEN provenance IN ({','.join(repr(p) for p in prov.EXERCISES)}) "
+              f"THEN '{LABEL_SEP}' || provenance ELSE '' END")
 MAX_FOLDERS = 9          # SQLite attaches at most 10 databases; one slot stays free
 LATEST_RUNS = 3          # run ids kept per cell
 _GROUP = {"stack": "stack_id", "model": "gpu_model", "node": "hostname"}
@@ -41,7 +47,7 @@ class MatrixFilter:
     models: tuple[str, ...] = ()          # GPU models, case-insensitive ("L40S")
     stages: tuple[str, ...] = ()          # columns to keep; empty: all
     since: str | None = None              # ISO date or time; runs at or after it
-    provenance: tuple[str, ...] = ()      # probed | reported | simulated
+    provenance: tuple[str, ...] = ()      # empty: evidence only (no drills, no simulations); ("all",): everything
     hosts: tuple[str, ...] = ()
 
     def sql(self) -> tuple[str, list]:
@@ -58,12 +64,18 @@ class MatrixFilter:
                 raise MatrixError(f"--since {self.since!r} is not an ISO date like 2025-11-01 or 2025-11-01T12:00")
             where.append("at >= ?")
             args.append(since)
-        if self.provenance:
+        if prov.ALL in self.provenance:
+            pass
+        elif self.provenance:
             bad = set(self.provenance) - set(PROVENANCES)
             if bad:
-                raise MatrixError(f"unknown provenance {', '.join(sorted(bad))} (known: {', '.join(PROVENANCES)})")
+                raise MatrixError(f"unknown provenance {', '.join(sorted(bad))} "
+                                  f"(known: {', '.join(PROVENANCES + (prov.ALL,))})")
             where.append(f"provenance IN ({','.join('?' * len(self.provenance))})")
             args += list(self.provenance)
+        else:   # the default: drills and simulations test gpuprobe, not the nodes
+            where.append(f"provenance NOT IN ({','.join('?' * len(prov.EXERCISES))})")
+            args += list(prov.EXERCISES)
         if self.hosts:
             where.append(f"hostname IN ({','.join('?' * len(self.hosts))})")
             args += list(self.hosts)
@@ -147,7 +159,7 @@ def query_cells(conn: sqlite3.Connection, view: str, flt: MatrixFilter) -> dict[
         raise MatrixError(f"unknown view {view!r} (known: {', '.join(VIEWS)})")
     g = _GROUP[view]
     where, args = flt.sql()
-    base = f"SELECT {g} AS g, * FROM runs{where}"
+    base = f"SELECT {g} || {_LABEL_SQL} AS g, * FROM runs{where}"
     cells: dict[tuple[str, str], dict] = {}
     for gid, stage, status, n in conn.execute(
             f"SELECT g, stage, status, COUNT(*) FROM ({base}) GROUP BY g, stage, status", args):
@@ -186,6 +198,17 @@ def query_cells(conn: sqlite3.Connection, view: str, flt: MatrixFilter) -> dict[
     return cells
 
 
+def _row(view: str, gid: str, stages: list[str], cells: dict, stacks: dict[str, dict],
+         conn: sqlite3.Connection) -> dict:
+    """A row: its id (with its exercise, if any: "H200 (simulated)"), key and cells."""
+    base, _, exercise = gid.partition(LABEL_SEP)
+    key = _row_label(view, base, stacks, conn)
+    if exercise:
+        key["provenance"] = exercise
+    return {"id": f"{base} ({exercise})" if exercise else base, "key": key,
+            "cells": {s: cells.get((gid, s)) for s in stages}}
+
+
 def _row_label(view: str, gid: str, stacks: dict[str, dict], conn: sqlite3.Connection) -> dict:
     if view == "stack":
         s = stacks.get(gid) or {}
@@ -219,18 +242,21 @@ def build(folders: list[Path], view: str = "stack", flt: MatrixFilter | None = N
             cells = query_cells(ev.conn, view, flt)
             stacks = _stack_labels(ev.conn)
             row_ids = sorted({gid for gid, _ in cells}, key=lambda r: str(r))
-            rows = [{"id": gid, "key": _row_label(view, gid, stacks, ev.conn),
-                     "cells": {s: cells.get((gid, s)) for s in stages}} for gid in row_ids]
+            rows = [_row(view, gid, stages, cells, stacks, ev.conn) for gid in row_ids]
             if key:
                 _store_answer(ev.conn, key, json.dumps(rows))
     finally:
         ev.close()
+    columns = _columns(view) + (["provenance"] if any("provenance" in r["key"] for r in rows) else [])
+    for r in rows:
+        if "provenance" in columns:
+            r["key"].setdefault("provenance", "-")
     return {
-        "view": view, "stages": stages, "columns": _columns(view), "rows": rows,
+        "view": view, "stages": stages, "columns": columns, "rows": rows,
         "filters": {k: v for k, v in asdict(flt).items() if v},
         "sources": [{"folder": str(s.folder), "files": s.files, "read": s.read,
                      "index": str(s.index_path) if s.index_path else None} for s in ev.stats],
-        "skipped": [{"path": str(s.folder / p), "error": e} for s in ev.stats for p, e in s.unreadable],
+        "skipped": [{"file": str(s.folder / p), "reason": e} for s in ev.stats for p, e in s.unreadable],
         "skipped_message": ev.unreadable_message, "generated_at": utc_now(),
     }
 

@@ -3,9 +3,10 @@
 The node is fingerprinted through NVML and package metadata only (no torch import, no
 CUDA context). Evidence is looked up in the result index of each results folder, per
 requested stage: the runs on this exact stack first (GPU model, arch, driver, CUDA, torch,
-dflex), else the runs on the same GPU model. Skipped stages are not evidence, and results
-taken through an NVML fake (``simulated``) only count for a node that is itself simulated,
-so a fire drill never condemns real nodes.
+dflex), else the runs on the same GPU model. Skipped stages are not evidence, and only real
+evidence (``probed``, ``observed``, ``reported``, ``static``: gpuprobe.store.provenance.EVIDENCE)
+judges a real node: fire drills (``drill``) and simulations (``simulated``) count only for a
+node that is itself simulated (an NVML fake), so a drill never condemns a real node.
 
 The rule (latest evidence wins, per stage; runs without a date, as in hand-written field
 reports, count as older than every dated run):
@@ -33,6 +34,7 @@ from pathlib import Path
 
 from gpuprobe import exitcodes
 from gpuprobe.node.fingerprint import Fingerprint
+from gpuprobe.store import provenance as prov
 from gpuprobe.store.index import stack_id
 from gpuprobe.run.stages import STAGE_NAMES
 
@@ -45,7 +47,7 @@ LATEST = 5   # runs kept per stage as evidence in the answer
 # Evidence from the user's own jobs (gpuprobe attach / watch): judged by default when there is
 # some, but never "missing" unless asked for (no node has to have run a job to be trusted)
 OBSERVED_STAGES = ("job",)
-PROVENANCES = ("probed", "reported", "observed")
+PROVENANCES = prov.EVIDENCE
 LIVE_TIMEOUT_S = 30.0
 
 
@@ -79,7 +81,8 @@ class StageEvidence:
         text = f"{counts} {where}; latest {self.status}"
         if head:
             when = f" {head['at'][:16]}" if head.get("at") else ""  # field reports may carry no date
-            text += f"{when} on {head.get('host')} (run {head.get('run_id')})"
+            exercise = f", {head['provenance']}" if head.get("provenance") in prov.EXERCISES else ""
+            text += f"{when} on {head.get('host')} (run {head.get('run_id')}{exercise})"
             if self.bad and head.get("reason"):
                 text += f": {head['reason']}"
             if self.bad and head.get("cpu_pct") is not None and "% CPU" not in (head.get("reason") or ""):
@@ -98,6 +101,7 @@ class Verdict:
     sources: list[str] = field(default_factory=list)
     skipped_message: str | None = None
     live_run: str | None = None
+    skipped: list[dict] = field(default_factory=list)   # [{"file", "reason"}]: result files left out
 
     @property
     def bad_stages(self) -> list[StageEvidence]:
@@ -148,27 +152,29 @@ def _lookup(conn, column: str, value: str, stages: list[str], provenances: tuple
         ev.counts[status] = n
         ev.runs += n
     rows = conn.execute(
-        "SELECT stage, status, at, run_id, hostname, reason, last_mark, cpu_pct, signatures FROM"
+        "SELECT stage, status, at, run_id, hostname, reason, last_mark, cpu_pct, signatures, provenance FROM"
         " (SELECT *, ROW_NUMBER() OVER (PARTITION BY stage ORDER BY at DESC, run_id DESC) AS rn"
         f" FROM runs WHERE {where}) WHERE rn <= {LATEST} ORDER BY stage, rn", args)
-    for stage, status, at, run_id, host, reason, last_mark, cpu, sigs in rows:
+    for stage, status, at, run_id, host, reason, last_mark, cpu, sigs, kind in rows:
         ev = found[stage]
         if ev.status is None:
             ev.status = status
         ev.latest.append({"run_id": run_id, "host": host, "at": at, "status": status, "reason": reason,
-                          "last_mark": last_mark, "cpu_pct": cpu})
+                          "last_mark": last_mark, "cpu_pct": cpu, "provenance": kind})
         for sig in json.loads(sigs) if sigs and status in BAD else []:
             if sig.get("id") not in {s.get("id") for s in ev.signatures}:
                 ev.signatures.append(sig)
     return found
 
 
-def lookup(folders: list[Path], fp: Fingerprint, stages: list[str], cache: bool = True) -> tuple[dict[str, StageEvidence], list[str], str | None]:
-    """Per stage: exact stack evidence, else same-model evidence. Also the folders and skip note."""
+def lookup(folders: list[Path], fp: Fingerprint, stages: list[str],
+           cache: bool = True) -> tuple[dict[str, StageEvidence], list[str], str | None, list[dict]]:
+    """Per stage: exact stack evidence, else same-model evidence. Also the folders, the skip
+    note and the skipped files ({"file", "reason"})."""
     from gpuprobe.store.matrix import open_evidence
 
     key = fp.stack_key()
-    provenances = PROVENANCES + ("simulated",) if fp.simulated else PROVENANCES
+    provenances = PROVENANCES + prov.EXERCISES if fp.simulated else PROVENANCES
     ev = open_evidence(folders, cache=cache, quick=True)
     try:
         exact = _lookup(ev.conn, "stack_id", stack_id(key), stages, provenances)
@@ -186,7 +192,8 @@ def lookup(folders: list[Path], fp: Fingerprint, stages: list[str], cache: bool 
             out[s] = model[s]
         else:
             out[s] = StageEvidence(s)
-    return out, [str(f) for f in ev.folders], ev.unreadable_message
+    skipped = [{"file": str(s.folder / p), "reason": e} for s in ev.stats for p, e in s.unreadable]
+    return out, [str(f) for f in ev.folders], ev.unreadable_message, skipped
 
 
 def live_probe(stages: list[str], folder: Path, timeout: float = LIVE_TIMEOUT_S) -> tuple[dict[str, StageEvidence], str]:
@@ -247,7 +254,7 @@ def evaluate(folders: list[Path], fp: Fingerprint, stages: list[str] | None = No
                                "may land here again)",
                                "ask an admin to check the GPU (nvidia-smi -q; Xid errors in dmesg)"])
     static = static_evidence(fp)
-    evidence, sources, skipped = lookup(folders, fp, stages, cache=cache)
+    evidence, sources, skipped, skipped_files = lookup(folders, fp, stages, cache=cache)
     live_run = None
     if live and not (static and static.bad):  # the binaries cannot run here: nothing to probe
         probed, live_run = live_probe(live, folders[0], live_timeout)
@@ -270,7 +277,7 @@ def evaluate(folders: list[Path], fp: Fingerprint, stages: list[str] | None = No
         verdict, code = OK, exitcodes.OK
         reason = "latest evidence passed for " + ", ".join(f"{e.stage} ({e.scope})" for e in ordered)
     return Verdict(verdict, code, reason, node, ordered, advice=advice(bad, fp) + warnings, sources=sources,
-                   skipped_message=skipped, live_run=live_run)
+                   skipped_message=skipped, live_run=live_run, skipped=skipped_files)
 
 
 def static_evidence(fp: Fingerprint) -> StageEvidence | None:

@@ -5,7 +5,7 @@ Layout (schema 1)::
     {
       "schema": 1, "run_id": "...", "tool": {"name": "gpuprobe", "version": "0.1.0"},
       "started_at": ISO-8601 UTC, "finished_at": ISO-8601 UTC | null, "complete": bool,
-      "provenance": {"kind": "probed" | "reported", "command": [...], "source": ..., "note": ...},
+      "provenance": {"kind": see gpuprobe.store.provenance, "command": [...], "source": ..., "note": ...},
       "fingerprint": {... see gpuprobe.node.fingerprint.Fingerprint ...},
       "config": {"device": ..., "stages": [...], "timeouts": {...}, "environment": {...}},
       "stages": [StageResult, ...],
@@ -18,14 +18,13 @@ finished (``complete`` stays false). Files are named ``<run_id>.result.json``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from gpuprobe import atomic, exitcodes
 
@@ -64,7 +63,7 @@ class StageResult:
     evidence: dict | None = None       # stacks, process and GPU snapshots (hang, slow, crash)
     signatures: list[dict] = field(default_factory=list)
     logs: list[dict] = field(default_factory=list)  # the stage's own log events (bounded)
-    provenance: str = "probed"
+    provenance: str = "probed"         # gpuprobe.store.provenance: the loader resolves drill and simulated
 
     @property
     def last_mark(self) -> str | None:
@@ -122,59 +121,41 @@ def summarise(stages: list[StageResult]) -> dict:
 
 # -- files ------------------------------------------------------------------------
 def write_atomic(path: Path, data: dict | str) -> Path:
-    """Write a result (a dict, as JSON) or text so readers see the old file or the new one."""
-    text = data if isinstance(data, str) else json.dumps(data, indent=1, sort_keys=False, default=_json_default)
-    return atomic.write_atomic(path, text)
+    """Write a result (a dict, checked and dumped by :func:`gpuprobe.store.record.dump_record`)
+    or text so readers see the old file or the new one.
 
+    A dict that the loader would refuse (NaN in a duration, a GPU index SQLite cannot hold)
+    raises :class:`gpuprobe.store.record.RecordError` and nothing is written.
+    """
+    if not isinstance(data, str):
+        from gpuprobe.store.record import dump_record
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if hasattr(obj, "to_json"):
-        return obj.to_json()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    return repr(obj)
+        data = dump_record(data)
+    return atomic.write_atomic(path, data)
 
 
 def read_result(path: Path) -> dict:
-    """Load and minimally validate a result file; ResultFileError says what is wrong."""
-    path = Path(path)
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ResultFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ResultFileError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); corrupt or partial file") from None
-    if not isinstance(data, dict) or "schema" not in data or not isinstance(data.get("stages"), list):
-        raise ResultFileError(f"{path}: not a gpuprobe result file (no schema or stages)")
-    if data["schema"] > SCHEMA_VERSION:
-        raise ResultFileError(f"{path}: schema {data['schema']} is newer than this gpuprobe understands ({SCHEMA_VERSION})")
-    return data
+    """A result file's document, through the validating loader (:func:`gpuprobe.store.record.load_record`);
+    ``RecordError`` (a ResultFileError) says in one line what is wrong."""
+    from gpuprobe.store.record import load_record
+
+    return load_record(path).doc
 
 
 def iter_result_files(folder: Path) -> Iterator[Path]:
-    """Every result file under ``folder`` (recursively), in name order."""
-    yield from sorted(Path(folder).rglob(f"*{SUFFIX}"))
+    """Every ``*.result.json`` name under ``folder`` (recursively, never following links), in
+    name order; nothing is opened, so read each through the loader (:func:`read_result`)."""
+    from gpuprobe.store.runs import result_files
+
+    yield from sorted(p for _, p in result_files(Path(folder)))
 
 
 def find_run(folder: Path, ref: str) -> Path:
-    """A run by path, run id (or unique prefix of one), or ``latest``."""
-    candidate = Path(ref).expanduser()
-    if candidate.is_file():
-        return candidate.resolve()
-    files = list(iter_result_files(folder))
-    if ref == "latest":
-        if not files:
-            raise FileNotFoundError(f"no result files in {folder}")
-        return max(files, key=lambda p: p.stat().st_mtime)
-    matches = [p for p in files if p.name[: -len(SUFFIX)].startswith(ref)]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise FileNotFoundError(f"no run {ref!r} in {folder} (give a path, a run id or 'latest')")
-    raise FileNotFoundError(f"run id {ref!r} is ambiguous in {folder}: {', '.join(p.name for p in matches[:5])}")
+    """A run by path, run id (or unique prefix of one), or ``latest`` (the newest file that
+    loads): :func:`gpuprobe.store.runs.find` for one folder, as a path."""
+    from gpuprobe.store import runs
+
+    try:
+        return runs.find([Path(folder)], ref).path
+    except runs.RunNotFound as exc:
+        raise FileNotFoundError(str(exc)) from None
