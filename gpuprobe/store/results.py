@@ -5,7 +5,8 @@ Layout (schema 1)::
     {
       "schema": 1, "run_id": "...", "tool": {"name": "gpuprobe", "version": "0.1.0"},
       "started_at": ISO-8601 UTC, "finished_at": ISO-8601 UTC | null, "complete": bool,
-      "provenance": {"kind": "probed" | "reported", "command": [...], "source": ..., "note": ...},
+      "provenance": {"kind": "probed" | "drill" | "simulated" | "reported" | ..., "command": [...],
+                     "source": ..., "note": ...},
       "fingerprint": {... see gpuprobe.node.fingerprint.Fingerprint ...},
       "config": {"device": ..., "stages": [...], "timeouts": {...}, "environment": {...}},
       "stages": [StageResult, ...],
@@ -33,6 +34,9 @@ SUFFIX = ".result.json"
 
 PASS, FAIL, CRASH, HANG, SLOW, UNKILLABLE, SKIP = "pass", "fail", "crash", "hang", "slow", "hang-unkillable", "skip"
 STATUSES = (PASS, FAIL, CRASH, HANG, SLOW, UNKILLABLE, SKIP)
+# how a run's stages were obtained (``provenance``): real, a fire drill (a failpoint was
+# active), or a machine that is not there (an NVML fake, --free-memory-gb, --emulate-gpu)
+PROBED, DRILL, SIMULATED = "probed", "drill", "simulated"
 # worst first: what a run's summary status is
 SEVERITY = (UNKILLABLE, HANG, SLOW, CRASH, FAIL, PASS, SKIP)
 
@@ -63,7 +67,7 @@ class StageResult:
     evidence: dict | None = None       # stacks, process and GPU snapshots (hang, slow, crash)
     signatures: list[dict] = field(default_factory=list)
     logs: list[dict] = field(default_factory=list)  # the stage's own log events (bounded)
-    provenance: str = "probed"
+    provenance: str = PROBED
 
     @property
     def last_mark(self) -> str | None:
