@@ -146,14 +146,15 @@ def failpoint_daemon() -> int:
     # The classic daemon: fork, setsid, fork again; the middle process exits, so the daemon is
     # re-parented away, in a session and group of its own, where killing the stage's process
     # group and descendants cannot reach it. Its pid comes back on a pipe.
-    code = ("import os, sys, time\n"
+    code = (f"# {DAEMON_TAG}\n"   # first: command lines are often shown cut short
+            "import os, sys, time\n"
             "if os.fork(): os._exit(0)\n"
             "os.setsid()\n"
             "if os.fork(): os._exit(0)\n"
             "sys.stdout.write(f'{os.getpid()}\\n'); sys.stdout.flush()\n"
             "null = os.open(os.devnull, os.O_RDWR)\n"
             "for fd in (0, 1, 2): os.dup2(null, fd)\n"
-            f"while True: time.sleep(3600)  # {DAEMON_TAG}\n")
+            "while True: time.sleep(3600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
     line = proc.stdout.readline()

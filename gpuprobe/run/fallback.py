@@ -59,7 +59,8 @@ class ResultWriter:
             except OSError:
                 continue
             if target != self.path:
-                log.warning("results folder %s: the result went to %s", self.problem, target)
+                # info, not warning: the command says it once, in one line, after the verdict
+                log.info("results folder %s: the result went to %s", self.problem, target)
                 self.path = target   # later saves go straight there
             return target
         log.error("results folder %s, and no fallback folder took the result either", self.problem)

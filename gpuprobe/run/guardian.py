@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP):
         signal.signal(sig, signal.SIG_IGN)
+    from gpuprobe.run import reaper   # psutil, imported now: when the run dies, every moment counts
+
     while True:   # only EOF matters: the run never writes
         try:
             if not os.read(0, 4096):
@@ -61,8 +63,6 @@ def main(argv: list[str] | None = None) -> int:
             continue
         except OSError:
             break
-    from gpuprobe.run import reaper   # psutil: paid only once there is something to do
-
     reaper.kill_marked(args[0])
     return 0
 
