@@ -60,3 +60,20 @@ def test_verdict_survives_a_failing_results_folder(tmp_path, mode, why):
     doc = json.loads(saved[0].read_text())
     assert doc["complete"] and [s["status"] for s in doc["stages"]] == ["fail"]
     assert not list(results.glob(".*.tmp")) if results.exists() else True   # no temporary file left behind
+
+
+def test_writer_falls_back_in_order_and_says_so_when_nothing_takes_it(tmp_path, monkeypatch):
+    from gpuprobe.run import fallback
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where a folder should be")
+    second = tmp_path / "second"
+    monkeypatch.setattr(fallback, "folders", lambda: [blocked / "sub", second])
+    writer = fallback.ResultWriter(tmp_path / "gone" / "r1.result.json")
+    assert writer.message() is None
+    assert writer.write({"schema": 1}) == second / "r1.result.json"    # the first fallback cannot take it
+    assert writer.path == second / "r1.result.json" and "gone" in writer.message()
+    monkeypatch.setattr(fallback, "folders", lambda: [blocked / "sub"])
+    nowhere = fallback.ResultWriter(tmp_path / "gone" / "r2.result.json")
+    assert nowhere.write({"schema": 1}) is None
+    assert "no fallback folder took the result" in nowhere.message()
