@@ -32,12 +32,13 @@ def _env(failpoints: str) -> dict:
     return {**env, "PYTHONPATH": str(ROOT), "GPUPROBE_FAILPOINTS": failpoints, "GPUPROBE_PYSPY": "none"}
 
 
-def _wait_for(predicate, timeout: float = SETUP_S):
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = SETUP_S):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
+        assert proc.poll() is None, f"gpuprobe run ended early with {proc.returncode}"
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
 
@@ -92,8 +93,8 @@ def test_sigkill_of_run_mid_hang_leaves_no_process(tmp_path, extra):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_id = None
     try:
-        run_id = _wait_for(lambda: _run_id(results))
-        daemon = _wait_for(lambda: _settled_daemon(run_id))
+        run_id = _wait_for(lambda: _run_id(results), proc)
+        daemon = _wait_for(lambda: _settled_daemon(run_id), proc)
         marked = marks.find(run_id)
         servers = [p for p in marked if "gpuprobe.child.forkserver" in _cmdline(p)]
         assert bool(servers) == (not extra), [_cmdline(p) for p in marked]   # the path we mean to test
