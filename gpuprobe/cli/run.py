@@ -28,7 +28,8 @@ RUN_EXIT_CODES = (
               help="Seconds each stage may take, finite and more than 0 (default: each stage's own, 30-600 s).")
 @click.option("--stall-window", type=SECONDS, default=None,
               help="At a timeout, no mark for this long means 'hang', else 'slow'. Default: min(10, timeout/2).")
-@set_option("A stage option, e.g. --set alloc.cpu_max_mib=256 (repeatable; see docs/PROBES.md).")
+@set_option("A stage option, e.g. --set alloc.cpu_max_mib=256 (repeatable; see docs/PROBES.md). KEY=VALUE sets it in "
+            "every stage that has KEY; STAGE.KEY wins over KEY, and --set over a flag.")
 @click.option("--no-fork-server", is_flag=True, help="Start each stage in a fresh interpreter (slower).")
 @click.option("--keep-scratch", is_flag=True, help="Keep the raw event and log files of the stages.")
 @run_options.probe_flags
@@ -53,7 +54,7 @@ def run(ctx: click.Context, stage: str | None, only: bool, device: str, gpus: st
     values against each stage's options, GPUPROBE_FAILPOINTS, --timeout, --gpus (each must
     exist here), and the device (--device cuda needs a GPU and a CUDA build of torch).
     A run with a failpoint is recorded as a drill; with an NVML fake, --free-memory-gb or
-    --emulate-gpu as simulated: neither condemns a node in preflight.
+    --emulate-gpu as simulated; never as probed.
 
     \b
     Example:

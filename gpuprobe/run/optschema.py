@@ -167,7 +167,7 @@ SCHEMA: dict[str, dict[str, Opt]] = {
         "num_envs": Opt("int", minimum=1),
         "fill": Opt("float", positive=True),
         "samples": Opt("int", minimum=1),
-        "budget_s": Opt("float", positive=True),
+        "budget_s": Opt("float", minimum=0),   # 0: every capacity over budget at once (a test of that path)
         "bisect": Opt("bool"),
         "bisect_steps": Opt("int", minimum=0),
         "impl": Opt("str", nullable=True),
