@@ -56,11 +56,12 @@ def test_only_needs_stage(gpuprobe_cli):
     one_line_error(gpuprobe_cli(["run", "--only"]), 2)
 
 
-def test_bad_failpoint_spec_fails_the_stage_with_reason(gpuprobe_cli):
+def test_bad_failpoint_spec_is_refused_before_the_run(gpuprobe_cli):
+    # checked in the parent: a typo is a usage error, never a stored fail that condemns the node
     run = gpuprobe_cli(["run", "--device", "cpu", "--only", "--stage", "alloc", "--json"],
                        env={"GPUPROBE_FAILPOINTS": "alloc.x=explode"})
-    assert run.returncode == 1
-    assert "unknown failpoint action 'explode'" in run.stage("alloc")["reason"]
+    assert run.returncode == 2
+    assert "unknown failpoint action 'explode'" in run.stderr and run.result_files() == []
 
 
 def _walk(command: click.Command, path: list[str]):

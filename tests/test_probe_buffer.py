@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpuprobe.run.options import apply
+from gpuprobe.run.options import resolve
 from tests.stalling_buffers import mark_names, run_gpuprobe, stage
 
 SMALL = ["--device", "cpu", "--only", "--stage", "buffer", "--set", "buffer.capacity=3000",
@@ -96,8 +96,8 @@ def test_budget_zero_is_over_budget_and_bisect_reports_it(tmp_path):
     assert res["data"]["bisect"]["smallest_over_budget"] <= 1000
 
 
-def test_run_flags_map_to_stage_options_and_o_wins():
-    got = apply({"buffer": {"prefetch": 3}}, {"prefetch": 12, "pin_memory": True, "storage": None,
-                                              "model_size": "48M", "train_epoch": True, "bisect": None})
+def test_run_flags_map_to_stage_options_and_set_wins():
+    got = resolve(["buffer.prefetch=3"], {"prefetch": 12, "pin_memory": True, "storage": None,
+                                          "model_size": "48M", "train_epoch": True, "bisect": None})
     assert got["buffer"] == {"prefetch": 3, "pin_memory": True}
     assert got["train"] == {"prefetch": 12, "pin_memory": True, "model_size": "48M", "first_epoch": True}

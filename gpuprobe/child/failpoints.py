@@ -13,14 +13,18 @@ name or a shell-style pattern (``alloc.alloc@*``). Actions:
   crash        SIGSEGV
   exit[:N]     os._exit(N) (default 3) without a result
   spawn        start a long-lived grandchild process, then go on (cleanup drills)
+  daemon       start a daemon (double fork + setsid: out of the stage's process group and
+               session, re-parented away), then go on; only the run's mark finds it
 
 This is how the tests, and users running fire drills for their alerting, exercise the
-real code paths with no GPU.
+real code paths with no GPU. The parent parses the spec before the run starts (a typo is
+a usage error, never a stored result), and a run with any failpoint is a ``drill``.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 import subprocess
 import sys
@@ -28,8 +32,11 @@ import threading
 import time
 from dataclasses import dataclass
 
+from gpuprobe.run.stages import STAGE_NAMES
+
 ENV = "GPUPROBE_FAILPOINTS"
-ACTIONS = ("hang", "sleep", "delay", "deadlock", "raise", "crash", "exit", "spawn")
+ACTIONS = ("hang", "sleep", "delay", "deadlock", "raise", "crash", "exit", "spawn", "daemon")
+DAEMON_TAG = "gpuprobe-failpoint-daemon"   # in the daemon's command line, for people and tests
 
 
 class FailpointError(RuntimeError):
@@ -51,21 +58,40 @@ def parse(spec: str, source: str = ENV) -> list[Failpoint]:
     points: list[Failpoint] = []
     for entry in filter(None, (e.strip() for e in spec.split(";"))):
         pattern, sep, actions = entry.partition("=")
-        if not sep or not pattern.strip() or not actions.strip():
+        pattern = pattern.strip()
+        if not sep or not pattern or not actions.strip():
             raise ValueError(f"invalid failpoint {entry!r} from {source}: expected MARK=ACTION")
+        # a mark is STAGE.NAME: a pattern whose first part matches no stage would never fire
+        head = pattern.split(".", 1)[0]
+        dotted = "." in pattern or any(c in pattern for c in "*?[")
+        if not dotted or not any(fnmatch.fnmatchcase(stage, head) for stage in STAGE_NAMES):
+            raise ValueError(f"failpoint {entry!r} from {source} names no mark: marks are STAGE.NAME, "
+                             f"STAGE one of {', '.join(STAGE_NAMES)} (docs/PROBES.md lists them)")
         for item in actions.split(","):
             action, _, arg = item.strip().partition(":")
             if action not in ACTIONS:
                 raise ValueError(f"unknown failpoint action {action!r} in {entry!r} from {source}; known: {', '.join(ACTIONS)}")
             if action == "delay" and not arg:
                 raise ValueError(f"failpoint 'delay' needs seconds (delay:0.5) in {entry!r} from {source}")
-            if arg and action in ("sleep", "delay"):
-                try:
-                    float(arg)
-                except ValueError:
-                    raise ValueError(f"invalid seconds {arg!r} in {entry!r} from {source}") from None
-            points.append(Failpoint(pattern.strip(), action, arg or None))
+            if arg:
+                _check_arg(action, arg, entry, source)
+            points.append(Failpoint(pattern, action, arg or None))
     return points
+
+
+def _check_arg(action: str, arg: str, entry: str, source: str) -> None:
+    if action in ("sleep", "delay"):
+        try:
+            seconds = float(arg)
+        except ValueError:
+            seconds = math.nan
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"invalid seconds {arg!r} in {entry!r} from {source}: a finite number, 0 or more")
+    elif action == "exit":
+        if not arg.isdigit() or int(arg) > 255:
+            raise ValueError(f"invalid exit code {arg!r} in {entry!r} from {source}: 0 to 255")
+    else:
+        raise ValueError(f"failpoint {action!r} takes no argument, got {arg!r} in {entry!r} from {source}")
 
 
 # -- the actions: named functions, so that stacks say what happened ---------------
@@ -116,6 +142,27 @@ def failpoint_spawn() -> int:
     return proc.pid
 
 
+def failpoint_daemon() -> int:
+    # The classic daemon: fork, setsid, fork again; the middle process exits, so the daemon is
+    # re-parented away, in a session and group of its own, where killing the stage's process
+    # group and descendants cannot reach it. Its pid comes back on a pipe.
+    code = (f"# {DAEMON_TAG}\n"   # first: command lines are often shown cut short
+            "import os, sys, time\n"
+            "if os.fork(): os._exit(0)\n"
+            "os.setsid()\n"
+            "if os.fork(): os._exit(0)\n"
+            "sys.stdout.write(f'{os.getpid()}\\n'); sys.stdout.flush()\n"
+            "null = os.open(os.devnull, os.O_RDWR)\n"
+            "for fd in (0, 1, 2): os.dup2(null, fd)\n"
+            "while True: time.sleep(3600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    line = proc.stdout.readline()
+    proc.stdout.close()
+    proc.wait()
+    return int(line) if line.strip().isdigit() else -1
+
+
 def fire(point: Failpoint, mark: str) -> dict | None:
     """Carry out ``point`` at ``mark``. Returns data to record, for actions that go on."""
     if point.action == "hang":
@@ -134,4 +181,6 @@ def fire(point: Failpoint, mark: str) -> dict | None:
         os._exit(int(point.arg or 3))
     elif point.action == "spawn":
         return {"failpoint_spawned_pid": failpoint_spawn()}
+    elif point.action == "daemon":
+        return {"failpoint_daemon_pid": failpoint_daemon()}
     return None

@@ -60,7 +60,10 @@ class StageContext:
         self.failpoints = failpoints
         self.device: str = config.get("device", "cpu")    # "cpu" or "cuda"
         self.gpu: int | None = config.get("gpu")
-        self.options: dict = config.get("options", {}).get(stage, {}) | config.get("options", {}).get("*", {})
+        # the parent resolved and checked them (gpuprobe.run.options); by hand, a global "*" entry
+        # still applies, and the more specific (this stage's) one wins
+        options = config.get("options", {})
+        self.options: dict = options.get("*", {}) | options.get(stage, {})
         self.marks: list[str] = []
 
     @property

@@ -16,6 +16,7 @@ Kept light (click and the stage table only): preflight's start-up pays for this 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -78,6 +79,8 @@ class Seconds(click.ParamType):
             seconds = float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds):   # nan would disable the watchdog; inf is no deadline at all
+            self.fail(f"must be a finite number of seconds, got {value!r}", param, ctx)
         if not seconds > 0:
             self.fail(f"must be more than 0 seconds, got {seconds:g}", param, ctx)
         return seconds
@@ -172,21 +175,12 @@ def set_option(help: str) -> Callable:
 
 
 def parse_stage_options(pairs: Iterable[str]) -> dict:
-    """``--set buffer.capacity=1e5`` -> {"buffer": {"capacity": 100000.0}}; ``--set key=v`` applies to all."""
-    out: dict = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--set")
-        stage, _dot, name = key.rpartition(".")
-        if stage and stage not in STAGE_NAMES:
-            raise click.BadParameter(f"unknown stage {stage!r} in {pair!r}", param_hint="--set")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out.setdefault(stage or "*", {})[name] = value
-    return out
+    """``--set buffer.capacity=1e5`` -> {"buffer": {"capacity": 100000}}, each value checked against
+    its stage's schema; ``--set key=v`` applies to every stage that has ``key``. A bad pair is a
+    one-line usage error (exit 2) naming it."""
+    from gpuprobe.run import options
+
+    return options.resolve(tuple(pairs))
 
 
 # -- shared plumbing ------------------------------------------------------------------------

@@ -7,8 +7,7 @@ from pathlib import Path
 import click
 
 from gpuprobe import exitcodes
-from gpuprobe.cli.common import (SECONDS, command, emit_json, json_option, parse_stage_options, results_option,
-                                 set_option, stage_option)
+from gpuprobe.cli.common import SECONDS, command, emit_json, json_option, results_option, set_option, stage_option
 from gpuprobe.run import options as run_options
 
 RUN_EXIT_CODES = (
@@ -18,33 +17,19 @@ RUN_EXIT_CODES = (
 )
 
 
-def parse_gpus(value: str | None) -> list[int] | None:
-    if value is None:
-        return None
-    if value == "all":
-        from gpuprobe.node import fingerprint
-
-        return [g["index"] for g in fingerprint.take().gpus] or [0]
-    try:
-        gpus = [int(x) for x in value.split(",") if x.strip()]
-    except ValueError:
-        gpus = []
-    if not gpus or any(g < 0 for g in gpus):
-        raise click.BadParameter(f"{value!r} is not a list of GPU indices like 0,1 or 'all'", param_hint="--gpus")
-    return gpus
-
-
 @command(exit_codes=RUN_EXIT_CODES)
 @stage_option("Run up to this stage (the stages it requires first). Default: every stage.")
 @click.option("--only", is_flag=True, help="Run just --stage, without the stages it requires.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the stages run. auto: the GPU when NVML sees one, else the CPU.")
-@click.option("--gpus", default=None, help="GPU indices for the GPU stages, e.g. 0,1 or all. Default: 0.")
+@click.option("--gpus", default=None, help="GPU indices for the GPU stages, e.g. 0,1 or all (each must exist on this "
+                                         "node). Default: 0.")
 @click.option("--timeout", type=SECONDS, default=None,
-              help="Seconds each stage may take (default: each stage's own, 30-600 s).")
+              help="Seconds each stage may take, finite and more than 0 (default: each stage's own, 30-600 s).")
 @click.option("--stall-window", type=SECONDS, default=None,
               help="At a timeout, no mark for this long means 'hang', else 'slow'. Default: min(10, timeout/2).")
-@set_option("A stage option, e.g. --set alloc.cpu_max_mib=256 (repeatable; see docs/PROBES.md).")
+@set_option("A stage option, e.g. --set alloc.cpu_max_mib=256 (repeatable; see docs/PROBES.md). KEY=VALUE sets it in "
+            "every stage that has KEY; STAGE.KEY wins over KEY, and --set over a flag.")
 @click.option("--no-fork-server", is_flag=True, help="Start each stage in a fresh interpreter (slower).")
 @click.option("--keep-scratch", is_flag=True, help="Keep the raw event and log files of the stages.")
 @run_options.probe_flags
@@ -62,7 +47,14 @@ def run(ctx: click.Context, stage: str | None, only: bool, device: str, gpus: st
 
     On a timeout the stage's stacks (py-spy, native too; faulthandler when py-spy cannot
     attach), a process and a GPU snapshot are recorded before the stage and everything
-    it started is killed. The result file is written after every stage.
+    it started is killed. The result file is written after every stage (to a fallback
+    folder, named on stderr, when the results folder is full or gone).
+
+    Checked before anything is written or started (exit 2, one line): --set keys and
+    values against each stage's options, GPUPROBE_FAILPOINTS, --timeout, --gpus (each must
+    exist here), and the device (--device cuda needs a GPU and a CUDA build of torch).
+    A run with a failpoint is recorded as a drill; with an NVML fake, --free-memory-gb or
+    --emulate-gpu as simulated; never as probed.
 
     \b
     Example:
@@ -73,22 +65,28 @@ def run(ctx: click.Context, stage: str | None, only: bool, device: str, gpus: st
     """
     from gpuprobe import paths
     from gpuprobe.cli.console import LiveProgress, print_run, stderr_console, stdout_console
-    from gpuprobe.run import stages
+    from gpuprobe.node import fingerprint
+    from gpuprobe.run import checks, stages
     from gpuprobe.run.runner import RunConfig, Runner
 
+    # every check before anything is written: a bad request is one line and exit 2, and
+    # leaves no result file (nor a results folder) behind
     if only and stage is None:
         raise click.UsageError("--only needs --stage")
-    gpu_list = parse_gpus(gpus)
-    stage_options = run_options.apply(parse_stage_options(options), probe_flags)
+    planned = stages.plan(stage, only, timeout=timeout, stall_window=stall_window)
+    stage_options = run_options.resolve(options, probe_flags)
+    checks.failpoint_spec()
+    node = fingerprint.take()
+    gpu_list = checks.gpus(gpus, node)
+    checks.device(device, node, planned)
     target = paths.resolve_results_dir(results)
     paths.ensure_writable(target)
-    cfg = RunConfig(stages=stages.plan(stage, only, timeout=timeout, stall_window=stall_window),
-                    results_dir=target.path, device=device, gpus=gpu_list, fork_server=not no_fork_server,
-                    options=stage_options, keep_scratch=keep_scratch)
+    cfg = RunConfig(stages=planned, results_dir=target.path, device=device, gpus=gpu_list,
+                    fork_server=not no_fork_server, options=stage_options, keep_scratch=keep_scratch)
     err = stderr_console()
     _exit_cleanly_on_sigterm()
     with LiveProgress(err, cfg.stages) as live:
-        runner = Runner(cfg, on_event=live.event, on_stage_done=live.stage_done)
+        runner = Runner(cfg, on_event=live.event, on_stage_done=live.stage_done, fingerprint=node)
         if runner.device == "cpu" and device == "auto":
             live.note(runner.device_reason, style="yellow")
         live.note(f"run {runner.run_id}: {', '.join(s.name for s in cfg.stages)} -> {runner.path}", style="dim")
@@ -97,6 +95,9 @@ def run(ctx: click.Context, stage: str | None, only: bool, device: str, gpus: st
         emit_json(doc)
     else:
         print_run(stdout_console(), doc, str(runner.path))
+    moved = runner.writer.message()   # disk full, folder gone: where the result went instead
+    if moved:
+        click.echo(f"Warning: {moved}", err=True)
     ctx.exit(doc["summary"]["exit_code"])
 
 

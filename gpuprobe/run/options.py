@@ -1,15 +1,24 @@
-"""``gpuprobe run`` flags that reproduce a PWM configuration, mapped into the stage options.
+"""The stage options of a run: ``--set [STAGE.]KEY=VALUE`` and the flags that are shortcuts
+for them, checked against each stage's schema (:mod:`gpuprobe.run.optschema`) and resolved
+into one dict per stage, in the parent, before anything is written or started.
 
 Each flag is a shortcut for ``--set STAGE.KEY=VALUE`` (the same dict, so the result file's
-config shows one form); an explicit ``--set`` wins over a flag. ``gpuprobe.cli.run`` applies
-:func:`probe_flags` to the command and :func:`apply` to its options.
+config shows one form). When several say something about one stage's key, the more
+specific wins: ``--set stage.key=`` beats a global ``--set key=``, and any ``--set`` beats a
+flag. ``gpuprobe.cli.run`` applies :func:`probe_flags` to the command and :func:`resolve`
+to its options; the child only reads its own stage's resolved dict.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import click
+
+from gpuprobe.exitcodes import UsageProblem
+from gpuprobe.run.optschema import SCHEMA, OptionValueError, coerce
 
 # flag parameter -> [(stage, option key)], one flag may set several stages' options
 TARGETS: dict[str, list[tuple[str, str]]] = {
@@ -63,12 +72,81 @@ def probe_flags(f: Callable) -> Callable:
     return f
 
 
-def apply(stage_options: dict, flags: dict[str, Any]) -> dict:
-    """Merge the flags into ``{"stage": {key: value}}``; values given with ``--set`` are kept."""
-    out = {stage: dict(opts) for stage, opts in stage_options.items()}
+class OptionError(UsageProblem, ValueError):
+    """A stage option that is unknown or has a bad value: one line naming the key and its source."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    stage: str | None     # None: every stage whose schema has ``key`` (a global ``--set key=``)
+    key: str
+    value: Any
+    source: str           # where it came from, as the user wrote it: "--set buffer.capacity=1e5", "--storage"
+    rank: int             # specificity: 2 ``--set stage.key``, 1 ``--set key``, 0 a flag
+
+
+def parse_sets(pairs: tuple[str, ...] | list[str]) -> list[Setting]:
+    """``--set`` pairs as settings; a malformed pair or an unknown stage is an OptionError."""
+    out = []
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        source = f"--set {pair}"
+        if not sep or not key.strip():
+            raise OptionError(f"{source}: expected [STAGE.]KEY=VALUE")
+        stage, _dot, name = key.strip().rpartition(".")
+        if stage and stage not in SCHEMA:
+            raise OptionError(f"{source}: unknown stage {stage!r} (one of: {', '.join(SCHEMA)})")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw     # plain text: --set train.model_size=48M
+        out.append(Setting(stage or None, name, value, source, 2 if stage else 1))
+    return out
+
+
+def flag_settings(flags: dict[str, Any]) -> list[Setting]:
+    """The ``run`` flags that were given, as settings of the stages they target."""
+    out = []
     for param, value in flags.items():
         if value is None or param not in TARGETS:
             continue
-        for stage, key in TARGETS[param]:
-            out.setdefault(stage, {}).setdefault(key, value)
+        flag = f"--{param.replace('_', '-')}"
+        source = flag if isinstance(value, bool) else f"{flag} {value}"
+        out.extend(Setting(stage, key, value, source, 0) for stage, key in TARGETS[param])
+    return out
+
+
+def resolve(pairs: tuple[str, ...] | list[str] = (), flags: dict[str, Any] | None = None) -> dict[str, dict]:
+    """``{stage: {key: value}}``, every value checked and typed; the more specific setting wins.
+
+    Raises OptionError (exit 2) for an unknown stage or key, or a value of the wrong type.
+    A global ``--set key=`` applies to every stage that has the key, and must name a key
+    that some stage has.
+    """
+    settings = parse_sets(pairs) + flag_settings(flags or {})
+    chosen: dict[tuple[str, str], Setting] = {}
+    for setting in settings:
+        if setting.stage is None:
+            stages = [stage for stage, schema in SCHEMA.items() if setting.key in schema]
+            if not stages:
+                raise OptionError(f"{setting.source}: unknown option {setting.key!r}: no stage has it "
+                                  "(see 'gpuprobe run --help' and docs/PROBES.md)")
+        else:
+            stages = [setting.stage]
+            if setting.key not in SCHEMA[setting.stage]:
+                known = ", ".join(SCHEMA[setting.stage]) or "none"
+                raise OptionError(f"{setting.source}: unknown option {setting.stage}.{setting.key} "
+                                  f"({setting.stage}'s options: {known})")
+        for stage in stages:
+            try:
+                typed = coerce(SCHEMA[stage][setting.key], setting.value)
+            except OptionValueError as exc:
+                raise OptionError(f"{setting.source}: bad value for {stage}.{setting.key}: {exc}") from None
+            typed_setting = Setting(stage, setting.key, typed, setting.source, setting.rank)
+            current = chosen.get((stage, setting.key))
+            if current is None or typed_setting.rank >= current.rank:   # later wins within one rank
+                chosen[(stage, setting.key)] = typed_setting
+    out: dict[str, dict] = {}
+    for (stage, key), setting in chosen.items():
+        out.setdefault(stage, {})[key] = setting.value
     return out

@@ -98,3 +98,34 @@ def _describe(p: psutil.Process) -> dict:
     except psutil.Error:
         cmd = ""
     return {"pid": p.pid, "state": state, "wchan": read(f"/proc/{p.pid}/wchan"), "cmdline": cmd}
+
+
+def kill_marked(mark: str, exclude: set[int] | frozenset[int] = frozenset(), rounds: int = 3) -> dict:
+    """Kill every process that carries the run's mark (:mod:`gpuprobe.run.marks`), but ``exclude``.
+
+    Several rounds: a daemon may fork again while the first round kills its parent.
+    Returns the processes found (pid and command line) and who survived SIGKILL.
+    """
+    from gpuprobe.run import marks
+
+    found: dict[int, dict] = {}
+    survivors: list[dict] = []
+    for _ in range(rounds):
+        procs = []
+        for pid in marks.find(mark, exclude):
+            try:
+                proc = psutil.Process(pid)
+            except psutil.Error:
+                continue
+            procs.append(proc)
+            found.setdefault(pid, _describe(proc))
+        if not procs:
+            break
+        _signal_all(None, procs, signal.SIGTERM)
+        _signal_all(None, procs, signal.SIGCONT)
+        alive = _wait_gone(procs, TERM_GRACE_S)
+        if alive:
+            _signal_all(None, alive, signal.SIGKILL)
+            alive = _wait_gone(alive, KILL_WAIT_S)
+        survivors = [_describe(p) for p in alive]
+    return {"found": list(found.values()), "survivors": survivors}

@@ -1,7 +1,10 @@
 """A run: plan the stages, start each in its own process, watch it, record it.
 
 The run's result file is rewritten after every stage, so a run that is killed keeps
-what it finished. Evidence is gathered before anything is killed.
+what it finished (in a fallback folder when its own cannot take it: gpuprobe.run.fallback).
+Evidence is gathered before anything is killed. Every process of the run carries the run's
+mark (gpuprobe.run.marks): what a stage leaves behind is killed by it after the stage, and a
+guardian kills it if the run itself is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ from gpuprobe import __version__, paths
 
 from gpuprobe.run import evidence
 
-from gpuprobe.run import reaper
+from gpuprobe.run import guardian, marks, reaper
 from gpuprobe.node import fingerprint as fpr
 from gpuprobe import signatures
-from gpuprobe.child.failpoints import ENV as FAILPOINTS_ENV
+from gpuprobe.child import failpoints
+from gpuprobe.run.fallback import ResultWriter
+from gpuprobe.run.provenance import Provenance
 from gpuprobe.run.launcher import DirectProcess, ForkServerClient, LaunchError, StageProcess
 from gpuprobe.redact import recorded_environment, redact_argv, redact_mapping, redact_text
 from gpuprobe.store.results import (CRASH, FAIL, HANG, PASS, SKIP, SLOW, UNKILLABLE, Mark, StageResult, new_run_id,
-                              summarise, utc_now, write_atomic, SCHEMA_VERSION, SUFFIX)
+                              summarise, utc_now, SCHEMA_VERSION, SUFFIX)
 from gpuprobe.run.stages import StageSpec, required_by, stall_window_for
 from gpuprobe.run.watchdog import EventTail, Supervision, classify_timeout, supervise
 
@@ -47,7 +52,7 @@ class RunConfig:
     # the fork server's imports (torch, the trainer) are not a stage's own work: they get
     # this long (or the stage's timeout, if longer) before they count as that stage's hang
     preload_timeout_s: float = 120.0
-    options: dict = field(default_factory=dict)   # {"buffer": {"bisect": True}, "*": {...}}
+    options: dict = field(default_factory=dict)   # {"buffer": {"bisect": True}}: gpuprobe.run.options.resolve()
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     keep_scratch: bool = False
 
@@ -56,17 +61,19 @@ class Runner:
     """Runs a :class:`RunConfig`; ``on_event(stage, gpu, event)`` feeds live progress."""
 
     def __init__(self, cfg: RunConfig, on_event: Callable[[str, int | None, dict], None] | None = None,
-                 on_stage_done: Callable[[StageResult], None] | None = None):
+                 on_stage_done: Callable[[StageResult], None] | None = None, fingerprint: fpr.Fingerprint | None = None):
         # a stage table entry not from stages.plan() gets its stall window here
         cfg.stages = [s if s.stall_window_s is not None else replace(s, stall_window_s=stall_window_for(s.timeout_s))
                       for s in cfg.stages]
         self.cfg = cfg
         self.on_event = on_event or (lambda *_: None)
         self.on_stage_done = on_stage_done or (lambda _: None)
-        self.fingerprint = fpr.take()
+        self.fingerprint = fingerprint or fpr.take()   # the CLI passes the one its checks used
         self.device, self.device_reason = self._resolve_device()
         self.run_id = new_run_id(self.fingerprint.hostname)
-        self.path = Path(cfg.results_dir) / f"{self.run_id}{SUFFIX}"
+        self.writer = ResultWriter(Path(cfg.results_dir) / f"{self.run_id}{SUFFIX}")
+        spec = os.environ.get(failpoints.ENV, "")
+        self.provenance = Provenance(failpoints.parse(spec), spec.strip(), self.fingerprint.simulated, cfg.options)
         self.stages: list[StageResult] = []
         self.started_at = utc_now()
         self.preload: dict = {}
@@ -76,6 +83,12 @@ class Runner:
         self._current_name: str | None = None
         self.interrupted: str | None = None
         self._blocked: set[tuple[str, int | None]] = set()   # skipped because a required stage went bad
+        self._guardian = None
+
+    @property
+    def path(self) -> Path:
+        """Where the result file is (a fallback folder's, once the results folder failed)."""
+        return self.writer.path
 
     # -- planning -------------------------------------------------------------------
     def _resolve_device(self) -> tuple[str, str]:
@@ -94,6 +107,7 @@ class Runner:
     def document(self, complete: bool) -> dict:
         env = recorded_environment(os.environ)
         fp = self.fingerprint.to_dict()
+        kind, note = self.provenance.run(self.stages, [s.name for s in self.cfg.stages])
         return {
             "schema": SCHEMA_VERSION,
             "run_id": self.run_id,
@@ -102,12 +116,7 @@ class Runner:
             "finished_at": utc_now() if complete else None,
             "complete": complete,
             **({"interrupted": self.interrupted} if self.interrupted else {}),
-            "provenance": {
-                "kind": "simulated" if fp.get("simulated") else "probed",
-                "command": redact_argv(self.cfg.command),
-                "note": (f"NVML answered from the fake scenario {fp['simulated']!r}: not a real GPU"
-                         if fp.get("simulated") else None),
-            },
+            "provenance": {"kind": kind, "command": redact_argv(self.cfg.command), "note": note},
             "fingerprint": fp,
             "config": {
                 "device": self.device, "device_reason": self.device_reason,
@@ -123,11 +132,12 @@ class Runner:
         }
 
     def save(self, complete: bool) -> None:
-        write_atomic(self.path, self.document(complete))
+        self.writer.write(self.document(complete))   # never raises: a fallback folder, else logged
 
     # -- running --------------------------------------------------------------------
     def run(self) -> dict:
         scratch = Path(tempfile.mkdtemp(prefix=f"gpuprobe-{self.run_id}-"))
+        self._guardian = guardian.start(self.run_id)   # before the first child: covers a SIGKILL of this process
         try:
             self.save(complete=False)
             preload = sorted({m for s in self.cfg.stages if not self._missing_torch(s) for m in s.preload})
@@ -136,6 +146,8 @@ class Runner:
             for spec in self.cfg.stages:
                 for gpu in (self._gpu_indices() if self.device == "cuda" else [None]):
                     result = self._run_one(spec, gpu, scratch)
+                    result.provenance = self.provenance.stage(result)   # skipped ones too: a drill is a drill
+                    self._kill_strays(result)
                     self.stages.append(result)
                     self.save(complete=False)
                     self.on_stage_done(result)
@@ -147,6 +159,8 @@ class Runner:
         finally:
             if self._server is not None:
                 self._server.close()
+            reaper.kill_marked(self.run_id)   # whatever of the run is left, daemons included
+            guardian.stop(self._guardian)
             if self.cfg.keep_scratch:
                 log.info("scratch kept in %s", scratch)
             else:
@@ -163,8 +177,17 @@ class Runner:
         except OSError as err:
             log.error("could not save the interrupted run: %s", err)
 
+    def _kill_strays(self, result: StageResult) -> None:
+        """Kill what the stage left that its process group and tree did not hold (a daemon
+        that double-forked away): every marked process but the fork server."""
+        keep = {self._server.pid} if self._server is not None and self._server.alive() else set()
+        report = reaper.kill_marked(self.run_id, exclude=keep)
+        if report["found"]:
+            result.evidence = {**(result.evidence or {}), "strays_killed": report}
+
     def _child_env(self) -> dict:
         env = dict(os.environ)
+        env[marks.ENV] = self.run_id   # every process of the run, and all they start, carry it
         env.setdefault("PYTHONUNBUFFERED", "1")
         # the children must import this very gpuprobe, even when run from elsewhere
         root = str(paths.package_root())
@@ -203,8 +226,8 @@ class Runner:
         tag = f"{spec.name}{'' if gpu is None else f'.gpu{gpu}'}"
         events, stacks, logf = (scratch / f"{tag}.events.jsonl", scratch / f"{tag}.stacks.txt", scratch / f"{tag}.log")
         # what the child reads (the deadline is the parent's business, never sent)
-        config = {"device": device, "gpu": gpu, "options": self.cfg.options,
-                  "failpoints": os.environ.get(FAILPOINTS_ENV, ""), "preload": self.preload}
+        config = {"device": device, "gpu": gpu, "options": {spec.name: self.cfg.options.get(spec.name, {})},
+                  "failpoints": self.provenance.failpoint_spec, "preload": self.preload}
         started = time.monotonic()
         proc = self._launch(spec, config, events, stacks, logf)
         self._current, self._current_name = proc, spec.name
@@ -262,9 +285,8 @@ class Runner:
             self._judge_crash(res, proc, sup, logf)
         else:
             self._take_reported(res, proc, sup, logf)
-        if isinstance(res.data, dict) and res.data.get("emulation"):
-            res.provenance = "simulated"   # the stage saw an emulated GPU (--emulate-gpu, --free-memory-gb)
         res.signatures = signatures.match(res, self.fingerprint)
+        self.provenance.explain(res)   # a failpoint's doing says so, first
         return res
 
     @staticmethod

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterator
 
 from gpuprobe import atomic, exitcodes
+from gpuprobe.store.provenance import PROBED
 
 SCHEMA_VERSION = 1
 SUFFIX = ".result.json"
@@ -63,7 +64,7 @@ class StageResult:
     evidence: dict | None = None       # stacks, process and GPU snapshots (hang, slow, crash)
     signatures: list[dict] = field(default_factory=list)
     logs: list[dict] = field(default_factory=list)  # the stage's own log events (bounded)
-    provenance: str = "probed"         # gpuprobe.store.provenance: the loader resolves drill and simulated
+    provenance: str = PROBED           # gpuprobe.store.provenance: the loader resolves drill and simulated
 
     @property
     def last_mark(self) -> str | None:
