@@ -64,16 +64,18 @@ def test_verdict_survives_a_failing_results_folder(tmp_path, mode, why):
 
 def test_writer_falls_back_in_order_and_says_so_when_nothing_takes_it(tmp_path, monkeypatch):
     from gpuprobe.run import fallback
+    from gpuprobe.store.results import SCHEMA_VERSION
 
+    doc = {"schema": SCHEMA_VERSION, "run_id": "r1", "stages": []}   # the writer checks a result as readers will
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where a folder should be")
     second = tmp_path / "second"
     monkeypatch.setattr(fallback, "folders", lambda: [blocked / "sub", second])
     writer = fallback.ResultWriter(tmp_path / "gone" / "r1.result.json")
     assert writer.message() is None
-    assert writer.write({"schema": 1}) == second / "r1.result.json"    # the first fallback cannot take it
+    assert writer.write(doc) == second / "r1.result.json"    # the first fallback cannot take it
     assert writer.path == second / "r1.result.json" and "gone" in writer.message()
     monkeypatch.setattr(fallback, "folders", lambda: [blocked / "sub"])
     nowhere = fallback.ResultWriter(tmp_path / "gone" / "r2.result.json")
-    assert nowhere.write({"schema": 1}) is None
+    assert nowhere.write(doc) is None
     assert "no fallback folder took the result" in nowhere.message()
