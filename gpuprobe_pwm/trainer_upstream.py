@@ -1,0 +1,71 @@
+"""Upstream PWM's epoch (algorithms/pwm.py `train`), inside this trainer's loop (checkpoints, SIGTERM,
+resume, eval, run directory and metrics are Trainer's).
+
+One epoch, as upstream:
+- while the Buffer holds no complete episode: one H-step actor rollout without gradients, stepping
+  the env (data collection only; the epoch counts, as upstream's `continue` does);
+- then: the actor's rollout in lockstep with the env (its steps are the data), one actor step; the
+  critic's TD(lambda) fit on that rollout (sequential minibatches); then the world model: the first
+  time env.episode_length iterations (upstream's warm-up, 1000 on Ant and Hopper), after that
+  wm_iterations.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+
+from gpuprobe_pwm.agent_upstream import UpstreamAgent
+from gpuprobe_pwm.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def warmup_iterations(episode_length: int, wm_iterations: int, warmed_up: bool) -> int:
+    """World-model iterations this epoch: upstream trains env.episode_length of them the first time
+    (unless a checkpoint was loaded), wm_iterations after that."""
+    return wm_iterations if warmed_up else int(episode_length)
+
+
+class UpstreamTrainer(Trainer):
+    agent_class = UpstreamAgent  # same networks and state layout as the bundled agent
+    step_statistics = False      # upstream updates obs_rms/rew_rms from world-model batches
+
+    def run_epoch(self) -> dict[str, Any]:
+        if self.buffer.num_episodes == 0:
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                self.agent.rollout(self.env, self.collector)
+            self.env_steps += self.s.agent.horizon * self.env.num_envs
+            self.stop.check()
+            return {"time/collect": time.perf_counter() - t0}
+        return self.update()
+
+    def update(self) -> dict[str, float]:
+        """Actor (whose rollout collects H env steps), critic, world model: upstream's order."""
+        cfg, info = self.s.agent, {}
+        t0 = time.perf_counter()
+        actor_info, data = self.agent.update_actor_in_env(self.env, self.collector)
+        self.env_steps += cfg.horizon * self.env.num_envs
+        info["time/actor"] = time.perf_counter() - t0
+        info.update(actor_info)
+        self.stop.check()
+        t0 = time.perf_counter()
+        info.update(self.agent.update_critic_on(data))
+        info["time/critic"] = time.perf_counter() - t0
+        self.stop.check()
+        iterations = warmup_iterations(self.env.episode_length, cfg.wm_iterations, self.warmed_up)
+        if not self.warmed_up:
+            log.info("world-model warm-up: %d iterations (env.episode_length), as upstream", iterations)
+            self.warmed_up = True
+        t0 = time.perf_counter()
+        wm_stats = []
+        for _ in range(iterations):
+            obs, act, rew = self.buffer.sample()
+            wm_stats.append(self.agent.update_world_model(obs, act, rew))
+        info["time/wm"] = time.perf_counter() - t0
+        info["wm/iterations"] = iterations
+        info.update({k: sum(s[k] for s in wm_stats) / len(wm_stats) for k in wm_stats[0]})
+        return info
