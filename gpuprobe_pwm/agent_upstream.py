@@ -108,6 +108,8 @@ class UpstreamAgent(PWMAgent):
         wm = self.world_model
         if wm.reward_bins == 0:
             return head
+        if getattr(wm, "reward_readout", "symlog") == "symlog":
+            return wm.reward_value(head)
         return (F.softmax(head, dim=-1) * wm.reward_support).sum(-1, keepdim=True)
 
     # ---- world model --------------------------------------------------------------------

@@ -6,6 +6,9 @@ Files in a run directory, and nothing else named *.pt:
   latest_checkpoint.pt  every save interval and on SIGTERM; what `general.checkpoint=` resumes
                         (with the replay buffer's episodes unless general.checkpoint_buffer=false)
   final_policy.pt       at the end of a run, with final_policy.buffer (the replay buffer)
+
+Every file holds tensors and plain data only (the RNG states too), so that loading never needs
+to unpickle code: load_checkpoint uses torch's weights-only loader (gpuprobe_pwm.safe_load).
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from gpuprobe_pwm.safe_load import TRAINER_GLOBALS, CheckpointError, safe_torch_load
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +74,24 @@ def atomic_torch_save(obj: Any, path: Path) -> Path:
     return atomic_write(path, write)
 
 
+def _numpy_state_plain() -> dict[str, Any]:
+    # np.random.get_state() holds an ndarray, which would need numpy's reconstruction functions on
+    # the loader's allowlist; a tensor and scalars need nothing.
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _set_numpy_state(state: Any) -> None:
+    if isinstance(state, dict):
+        keys = np.asarray(state["keys"].cpu().numpy(), dtype=np.uint32)
+        np.random.set_state((state["kind"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"]))
+    else:  # a checkpoint written before the plain form: get_state()'s own tuple
+        np.random.set_state(state)
+
+
 def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": _numpy_state_plain(),
                              "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -78,20 +99,28 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"].cpu())
+    _set_numpy_state(state["numpy"])
+    python = state["python"]
+    # A weights-only load gives back lists where random.getstate() had tuples.
+    random.setstate((python[0], tuple(python[1]), python[2]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def load_checkpoint(path: Path, device: str | torch.device) -> dict[str, Any]:
+    """A checkpoint this trainer wrote (general.checkpoint), loaded without unpickling code.
+
+    Raises CheckpointError with a one-line message for a missing, damaged or refused file."""
     path = Path(path).expanduser().resolve()
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (from general.checkpoint)")
-    # weights_only=False: the file holds RNG states and the config, which are not plain tensors;
-    # only load checkpoints you wrote.
-    return torch.load(path, map_location=device, weights_only=False)
+    # TRAINER_GLOBALS: numpy's array reconstruction, for files written before the RNG state was
+    # stored as plain data. Nothing else beyond tensors and plain containers is accepted.
+    state = safe_torch_load(path, map_location=device, allow=TRAINER_GLOBALS,
+                            what="checkpoint (general.checkpoint)")
+    if not isinstance(state, dict) or "rng" not in state or "actor" not in state:
+        raise CheckpointError(f"checkpoint (general.checkpoint) {path} is not a checkpoint this trainer wrote "
+                              "(no actor/rng entries)")
+    return state
 
 
 class CheckpointSet:

@@ -1,13 +1,24 @@
 """PWM networks: SimNorm world model (encoder, latent dynamics, reward head), tanh actor, critic ensemble.
 
-Every hidden layer is Linear -> LayerNorm -> Mish (TD-MPC2/PWM style). The actor and the critic read
-the world model's latent state z, never raw observations.
+The world model's hidden layers are Linear -> LayerNorm -> Mish (TD-MPC2's NormedLinear). The actor
+and the critic read the world model's latent state z, never raw observations.
+
+Two layouts of the same parameters (ModelConfig's `layer_order`, `init`, `reward_readout`,
+`actor_logstd_clamp`; `upstream_layout()` sets all four):
+  bundled   actor/critic layers Linear -> LayerNorm -> Mish, PyTorch's default inits, a two-hot
+            reward read out in linear space (symexp of the expectation), logstd floored by clamp();
+  upstream  as imgeorgiev/PWM at aa5a1d8: actor/critic layers Linear -> Mish -> LayerNorm,
+            trunc_normal(0.02) world-model weights, orthogonal(sqrt 2) critic weights, the two-hot
+            reward read out in symlog space (the expectation, as its almost_two_hot_inv), logstd
+            floored in place before every forward.
+Parameter counts are identical in both, so an upstream state dict fits an upstream-layout network
+once its keys are renamed (gpuprobe_pwm.upstream does that).
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -29,21 +40,38 @@ class SimNorm(nn.Module):
         return F.softmax(x.view(*shape[:-1], -1, self.group), dim=-1).view(shape)
 
 
-def normed_block(in_dim: int, out_dim: int, act: nn.Module | None = None) -> nn.Sequential:
-    """Linear -> LayerNorm -> activation (Mish unless given)."""
-    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim), act if act is not None else nn.Mish())
+LAYER_ORDERS = ("ln_mish", "mish_ln")
+INITS = ("torch", "upstream")
+REWARD_READOUTS = ("symexp", "symlog")
+LOGSTD_CLAMPS = ("value", "parameter")
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_act: nn.Module | None = None) -> nn.Sequential:
+def normed_block(in_dim: int, out_dim: int, act: nn.Module | None = None, order: str = "ln_mish") -> nn.Sequential:
+    """Linear -> LayerNorm -> activation (Mish unless given); order "mish_ln" is
+    Linear -> activation -> LayerNorm (upstream PWM's actor and critic layers)."""
+    act = act if act is not None else nn.Mish()
+    if order == "ln_mish":
+        return nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim), act)
+    if order == "mish_ln":
+        return nn.Sequential(nn.Linear(in_dim, out_dim), act, nn.LayerNorm(out_dim))
+    raise ValueError(f"layer order must be one of {LAYER_ORDERS}, got {order!r}")
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, out_act: nn.Module | None = None,
+        order: str = "ln_mish") -> nn.Sequential:
     """Hidden layers as normed blocks; the output layer is a plain Linear unless `out_act` is given,
     in which case it is a normed block ending in `out_act` (the SimNorm layers)."""
     layers: list[nn.Module] = []
     dim = in_dim
     for h in hidden:
-        layers.append(normed_block(dim, h))
+        layers.append(normed_block(dim, h, order=order))
         dim = h
-    layers.append(normed_block(dim, out_dim, out_act) if out_act is not None else nn.Linear(dim, out_dim))
+    layers.append(normed_block(dim, out_dim, out_act, order) if out_act is not None else nn.Linear(dim, out_dim))
     return nn.Sequential(*layers)
+
+
+def linears(module: nn.Module) -> list[nn.Linear]:
+    return [m for m in module.modules() if isinstance(m, nn.Linear)]
 
 
 @dataclass
@@ -66,6 +94,31 @@ class ModelConfig:
     reward_bins: int = 0
     reward_vmin: float = -10.0
     reward_vmax: float = 10.0
+    # Layout (see the module docstring); the defaults are the bundled trainer's own.
+    layer_order: str = "ln_mish"        # actor/critic hidden layers: ln_mish | mish_ln (upstream)
+    init: str = "torch"                 # torch | upstream
+    reward_readout: str = "symexp"      # two-hot prediction: symexp (linear space) | symlog (upstream)
+    actor_logstd_clamp: str = "value"   # value: clamp in the forward | parameter: clamp the parameter in place (upstream)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("layer_order", LAYER_ORDERS), ("init", INITS),
+                              ("reward_readout", REWARD_READOUTS), ("actor_logstd_clamp", LOGSTD_CLAMPS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    @property
+    def is_upstream_layout(self) -> bool:
+        return all(getattr(self, k) == v for k, v in UPSTREAM_LAYOUT.items())
+
+
+# What upstream PWM (imgeorgiev/PWM aa5a1d8, pwm/models/*.py) builds.
+UPSTREAM_LAYOUT = {"layer_order": "mish_ln", "init": "upstream", "reward_readout": "symlog",
+                   "actor_logstd_clamp": "parameter"}
+
+
+def upstream_layout(cfg: ModelConfig | None = None) -> ModelConfig:
+    """`cfg` (sizes kept) in upstream PWM's layout."""
+    return replace(cfg if cfg is not None else ModelConfig(), **UPSTREAM_LAYOUT)
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
@@ -110,6 +163,12 @@ class WorldModel(nn.Module):
             "reward_support", torch.linspace(cfg.reward_vmin, cfg.reward_vmax, max(cfg.reward_bins, 2)),
             persistent=False,
         )
+        self.reward_readout = cfg.reward_readout
+        if cfg.init == "upstream":
+            # TD-MPC2's init, which upstream applies to every Linear of its world model.
+            for lin in linears(self):
+                nn.init.trunc_normal_(lin.weight, std=0.02)
+                nn.init.zeros_(lin.bias)
         # Zero-initialised reward output: predictions start at exactly 0 (uniform logits over a
         # symmetric support, too), so the first actor gradients through an untrained world model
         # are not random noise.
@@ -126,7 +185,10 @@ class WorldModel(nn.Module):
         """The reward head's output -> reward [..., 1] (identity for regression)."""
         if self.reward_bins == 0:
             return head
-        return symexp((F.softmax(head, dim=-1) * self.reward_support).sum(-1, keepdim=True))
+        expectation = (F.softmax(head, dim=-1) * self.reward_support).sum(-1, keepdim=True)
+        # "symlog": upstream's actor reads the expectation over the symlog support as the reward
+        # (its almost_two_hot_inv); "symexp" maps it back to reward units.
+        return expectation if self.reward_readout == "symlog" else symexp(expectation)
 
     def reward_loss(self, head: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean loss of the head's output against target rewards [..., 1]."""
@@ -155,15 +217,26 @@ class Actor(nn.Module):
 
     def __init__(self, latent_dim: int, act_dim: int, cfg: ModelConfig) -> None:
         super().__init__()
-        self.mu = mlp(latent_dim, cfg.actor_dims, act_dim)
+        self.mu = mlp(latent_dim, cfg.actor_dims, act_dim, order=cfg.layer_order)
         self.logstd = nn.Parameter(torch.full((act_dim,), float(cfg.actor_logstd_init)))
         self.logstd_min = float(cfg.actor_logstd_min)
+        self.clamp_parameter = cfg.actor_logstd_clamp == "parameter"
 
     def std(self) -> torch.Tensor:
         # The floor keeps exploration alive: first-order gradients otherwise shrink sigma fast.
+        if self.clamp_parameter:
+            # Upstream's way: the parameter itself is floored, and the gradient always reaches it.
+            # Through .data, as upstream does, so that autograd's version counter is not bumped.
+            self.logstd.data.clamp_(min=self.logstd_min)
+            return self.logstd.exp()
         return self.logstd.clamp(min=self.logstd_min).exp()
 
+    def mean(self, z: torch.Tensor) -> torch.Tensor:
+        """The pre-tanh mean (what upstream's actor(z, deterministic=True) returns)."""
+        return self.mu(z)
+
     def forward(self, z: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """A squashed action in [-1, 1]: tanh of the mean, or of a sample around it."""
         mu = self.mu(z)
         if deterministic:
             return torch.tanh(mu)
@@ -175,7 +248,13 @@ class Critic(nn.Module):
 
     def __init__(self, latent_dim: int, cfg: ModelConfig) -> None:
         super().__init__()
-        self.heads = nn.ModuleList(mlp(latent_dim, cfg.critic_dims, 1) for _ in range(cfg.num_critics))
+        self.heads = nn.ModuleList(mlp(latent_dim, cfg.critic_dims, 1, order=cfg.layer_order)
+                                   for _ in range(cfg.num_critics))
+        if cfg.init == "upstream":
+            # Upstream's CriticMLP: orthogonal weights with gain sqrt(2), zero biases, every layer.
+            for lin in linears(self):
+                nn.init.orthogonal_(lin.weight, gain=2.0 ** 0.5)
+                nn.init.zeros_(lin.bias)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """All heads: [num_critics, ..., 1]."""

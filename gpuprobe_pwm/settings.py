@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from gpuprobe_pwm.agent import AgentConfig
-from gpuprobe_pwm.models import ModelConfig
+from gpuprobe_pwm.models import ModelConfig, upstream_layout
 
 VARIANTS = ("upstream", "bundled")
 # env.config keys the trainer reads itself; the rest are a dflex env's own constructor arguments
@@ -61,6 +61,10 @@ def agent_config(alg: dict[str, Any]) -> AgentConfig:
     _require(variant == "bundled" or not bundled, "alg.bundled.* applies to the bundled variant only (alg.variant=bundled)")
     horizon = int(alg["horizon"])
     _require(horizon > 0, "alg.horizon must be > 0")
+    model = model_config(alg)
+    # upstream's networks: Linear -> Mish -> LayerNorm, its inits, bins read in symlog space, logstd
+    # clamped in place; the bundled variant keeps its own layout (models.py's defaults)
+    model = upstream_layout(model) if variant == "upstream" else model
     return AgentConfig(
         variant=variant, horizon=horizon, gamma=float(alg["gamma"]), lam=float(alg["lam"]),
         actor_lr=float(alg["actor_lr"]), critic_lr=float(alg["critic_lr"]), wm_lr=float(alg["model_lr"]),
@@ -75,7 +79,7 @@ def agent_config(alg: dict[str, Any]) -> AgentConfig:
         reward_coef=float(bundled.get("reward_coef", 0.5)),
         target_critic_alpha=float(bundled.get("target_critic_alpha", 0.2)),
         actor_batch_size=int(bundled.get("actor_batch_size", 256)),
-        model=model_config(alg))
+        model=model)
 
 
 def steps_per_epoch(alg: dict[str, Any]) -> int:

@@ -126,6 +126,7 @@ def run(rc: ResolvedConfig) -> int:
     # Heavy imports here, not at module level: `--help` and config errors stay fast.
     from gpuprobe_pwm.buffer import Buffer
     from gpuprobe_pwm.envs import EnvUnavailable, make_env
+    from gpuprobe_pwm.safe_load import CheckpointError
     from gpuprobe_pwm.trainer import Preempted, StopFlag, TrainSettings, make_trainer, seed_everything
 
     general, alg, env_cfg = rc.general, rc.config["alg"], rc.config["env"]
@@ -180,6 +181,10 @@ def run(rc: ResolvedConfig) -> int:
         runs.update_run_json(run_dir, param_counts=dataclasses.asdict(trainer.agent.param_counts))
         try:
             final = trainer.train()
+        except CheckpointError as exc:  # general.checkpoint missing, damaged or refused: one line
+            log.error("%s", exc)
+            runs.update_run_json(run_dir, status="failed", error=str(exc))
+            return 1
         except Preempted as exc:
             runs.update_run_json(run_dir, status="preempted", iteration=trainer.iteration)
             log.warning("pre-empted at iteration %d; resume with general.checkpoint=%s",

@@ -14,7 +14,7 @@ from gpuprobe_pwm.agent_upstream import (
     upstream_normalize,
     world_model_loss_weights,
 )
-from gpuprobe_pwm.models import ModelConfig
+from gpuprobe_pwm.models import ModelConfig, upstream_layout
 from gpuprobe_pwm.normalizer import RunningMeanStd
 from gpuprobe_pwm.trainer_upstream import warmup_iterations
 
@@ -171,6 +171,6 @@ def test_upstream_normalisation_centres_and_clips_at_5():
 
 
 def test_bins_are_read_in_symlog_space():
-    agent = tiny_agent(model=replace(TINY_MODEL, reward_bins=5, reward_vmin=-2.0, reward_vmax=2.0))
+    agent = tiny_agent(model=upstream_layout(replace(TINY_MODEL, reward_bins=5, reward_vmin=-2.0, reward_vmax=2.0)))
     head = torch.tensor([[0.0, 0.0, 0.0, 0.0, 50.0]])  # all mass on the top bin, 2.0
     assert agent.model_reward(head).item() == pytest.approx(2.0)  # not symexp(2) = 6.39

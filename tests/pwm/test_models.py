@@ -3,7 +3,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpuprobe_pwm.models import Actor, Critic, ModelConfig, SimNorm, WorldModel, build_models, symexp, symlog, two_hot
+from gpuprobe_pwm.models import (
+    Actor,
+    Critic,
+    ModelConfig,
+    SimNorm,
+    WorldModel,
+    build_models,
+    symexp,
+    symlog,
+    two_hot,
+    upstream_layout,
+)
 from gpuprobe_pwm.train import agent_config, compose_config
 
 TINY = ModelConfig(latent_dim=16, encoder_dims=[8], dynamics_dims=[8], reward_dims=[8],
@@ -114,3 +125,76 @@ def test_two_hot_reward_head_starts_at_zero_and_keeps_the_step_contract():
     assert a.grad is not None and a.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="reward_bins"):
         WorldModel(3, 2, ModelConfig(**{**TINY.__dict__, "reward_bins": 1}))
+
+
+# ---- upstream layout (issue 16: the networks as imgeorgiev/PWM builds them) -----------------------
+
+def _kinds(seq) -> list[str]:
+    return [type(m).__name__ for m in seq]
+
+
+def test_upstream_layout_orders_actor_and_critic_layers_mish_then_layernorm():
+    up, ours = upstream_layout(TINY), TINY
+    assert up.is_upstream_layout and not ours.is_upstream_layout
+    assert _kinds(Actor(16, 3, up).mu[0]) == ["Linear", "Mish", "LayerNorm"]
+    assert _kinds(Critic(16, up).heads[2][1]) == ["Linear", "Mish", "LayerNorm"]
+    assert _kinds(Actor(16, 3, ours).mu[0]) == ["Linear", "LayerNorm", "Mish"]
+    # The world model is TD-MPC2's NormedLinear in both: Linear -> LayerNorm -> Mish.
+    assert _kinds(WorldModel(5, 2, up).dynamics[0]) == ["Linear", "LayerNorm", "Mish"]
+    with pytest.raises(ValueError, match="layer_order"):
+        ModelConfig(layer_order="mish_mish")
+
+
+@pytest.mark.parametrize("bins,wm_count", [(0, 1_469_953), (101, 1_521_253)])
+def test_both_layouts_have_upstreams_parameter_counts_at_ant_sizes(bins, wm_count):
+    """Issue 16's table (pwm_5M at Ant's obs 37 / act 8): world model 1,469,953 with one reward
+    output (upstream's alg=pwm, num_bins empty), actor 307,716, critics 860,403."""
+    for cfg in (ModelConfig(reward_bins=bins), upstream_layout(ModelConfig(reward_bins=bins))):
+        with torch.device("meta"):
+            _, _, _, counts = build_models(37, 8, cfg, "meta")
+        assert (counts.world_model, counts.actor, counts.critic) == (wm_count, 307_716, 860_403)
+
+
+def test_upstream_inits():
+    torch.manual_seed(0)
+    cfg = upstream_layout(ModelConfig())
+    wm, critic = WorldModel(37, 8, cfg), Critic(512, cfg)
+    enc = wm.encoder[0][0].weight  # 256 x 37
+    assert abs(enc.std().item() - 0.02) < 0.002 and enc.abs().max() < 0.2
+    assert torch.count_nonzero(wm.encoder[0][0].bias) == 0
+    assert torch.count_nonzero(wm.reward[-1].weight) == 0 and torch.count_nonzero(wm.reward[-1].bias) == 0
+    for lin in (critic.heads[0][0][0], critic.heads[1][1][0]):  # 400x512, 200x400: orthonormal rows * sqrt 2
+        w = lin.weight
+        assert torch.allclose(w @ w.T, 2 * torch.eye(w.shape[0]), atol=1e-4)
+        assert torch.count_nonzero(lin.bias) == 0
+    bundled = WorldModel(37, 8, ModelConfig()).encoder[0][0].weight
+    assert bundled.std().item() > 0.05  # PyTorch's default: uniform(+-1/sqrt(37)), std 0.095
+
+
+def test_reward_readout_symlog_is_the_expectation_and_symexp_maps_it_back():
+    head = torch.randn(6, 101) * 3
+    support = torch.linspace(-10, 10, 101)
+    expectation = (head.softmax(-1) * support).sum(-1, keepdim=True)
+    wm_up = WorldModel(3, 2, upstream_layout(ModelConfig(**{**TINY.__dict__, "reward_bins": 101})))
+    wm_ours = WorldModel(3, 2, ModelConfig(**{**TINY.__dict__, "reward_bins": 101}))
+    assert torch.allclose(wm_up.reward_value(head), expectation, atol=1e-6)
+    assert torch.allclose(wm_ours.reward_value(head), symexp(expectation), atol=1e-5)
+    assert not torch.allclose(wm_up.reward_value(head), wm_ours.reward_value(head))
+
+
+def test_actor_mean_is_pre_tanh_and_the_upstream_floor_clamps_the_parameter():
+    up = Actor(16, 3, upstream_layout(TINY))
+    z = torch.randn(5, 16)
+    assert torch.equal(torch.tanh(up.mean(z)), up(z, deterministic=True))
+    with torch.no_grad():
+        up.logstd.fill_(-5.0)
+    std = up.std()
+    assert torch.allclose(std, torch.exp(torch.tensor(-1.427)).expand(3))
+    assert torch.allclose(up.logstd, torch.full((3,), -1.427))  # the parameter itself, as upstream
+    std.sum().backward()
+    assert up.logstd.grad is not None and up.logstd.grad.abs().sum() > 0  # the gradient still reaches it
+    ours = Actor(16, 3, TINY)
+    with torch.no_grad():
+        ours.logstd.fill_(-5.0)
+    ours.std()
+    assert torch.allclose(ours.logstd, torch.full((3,), -5.0))  # bundled: the value is clamped, not the parameter
