@@ -62,9 +62,13 @@ class UpstreamTrainer(Trainer):
             self.warmed_up = True
         t0 = time.perf_counter()
         wm_stats = []
-        for _ in range(iterations):
+        for i in range(iterations):
             obs, act, rew = self.buffer.sample()
             wm_stats.append(self.agent.update_world_model(obs, act, rew))
+            if iterations > cfg.wm_iterations and (i + 1) % 100 == 0:
+                # the warm-up takes minutes on a CPU (1000 iterations at 5M): show that it moves
+                log.info("world-model warm-up %d/%d, loss %.4g", i + 1, iterations, wm_stats[-1]["wm/loss"])
+                self.stop.check()
         info["time/wm"] = time.perf_counter() - t0
         info["wm/iterations"] = iterations
         info.update({k: sum(s[k] for s in wm_stats) / len(wm_stats) for k in wm_stats[0]})
