@@ -59,7 +59,6 @@ class UpstreamTrainer(Trainer):
         iterations = warmup_iterations(self.env.episode_length, cfg.wm_iterations, self.warmed_up)
         if not self.warmed_up:
             log.info("world-model warm-up: %d iterations (env.episode_length), as upstream", iterations)
-            self.warmed_up = True
         t0 = time.perf_counter()
         wm_stats = []
         for i in range(iterations):
@@ -69,6 +68,7 @@ class UpstreamTrainer(Trainer):
                 # the warm-up takes minutes on a CPU (1000 iterations at 5M): show that it moves
                 log.info("world-model warm-up %d/%d, loss %.4g", i + 1, iterations, wm_stats[-1]["wm/loss"])
                 self.stop.check()
+        self.warmed_up = True  # only once complete: a warm-up cut short by SIGTERM runs again on resume
         info["time/wm"] = time.perf_counter() - t0
         info["wm/iterations"] = iterations
         info.update({k: sum(s[k] for s in wm_stats) / len(wm_stats) for k in wm_stats[0]})
