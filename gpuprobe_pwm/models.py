@@ -98,7 +98,7 @@ class ModelConfig:
     layer_order: str = "ln_mish"        # actor/critic hidden layers: ln_mish | mish_ln (upstream)
     init: str = "torch"                 # torch | upstream
     reward_readout: str = "symexp"      # two-hot prediction: symexp (linear space) | symlog (upstream)
-    actor_logstd_clamp: str = "value"   # value: clamp in the forward | parameter: clamp the parameter in place (upstream)
+    actor_logstd_clamp: str = "value"   # value: clamp in the forward | parameter: floor the parameter (upstream)
 
     def __post_init__(self) -> None:
         for name, allowed in (("layer_order", LAYER_ORDERS), ("init", INITS),

@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+import os
+import pickle
 import random
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,9 +16,12 @@ from gpuprobe_pwm.checkpoint import (
     CHECKPOINT_FILES,
     CheckpointSet,
     atomic_torch_save,
+    load_checkpoint,
     rng_state,
     set_rng_state,
 )
+from gpuprobe_pwm.safe_load import CheckpointError, UnsafeCheckpoint, safe_torch_load
+from gpuprobe_pwm.train import compose_config, resolve_config, run
 
 
 def test_atomic_save_failure_keeps_old_file(tmp_path, monkeypatch):
@@ -51,18 +60,6 @@ def test_rng_state_round_trip():
 
 
 # ---- safe loading (issue 10, item 6) --------------------------------------------------------------
-
-import os
-import pickle
-import subprocess
-import sys
-from pathlib import Path
-
-import numpy as np
-
-from gpuprobe_pwm.checkpoint import load_checkpoint
-from gpuprobe_pwm.safe_load import CheckpointError, UnsafeCheckpoint, safe_torch_load
-from gpuprobe_pwm.train import compose_config, resolve_config, run
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_RUN = ["alg=pwm_tiny", "env=cartpole_swingup", "env.config.num_envs=4", "env.config.episode_length=16",
