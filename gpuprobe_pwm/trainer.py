@@ -241,6 +241,13 @@ class Trainer:
         return state
 
     def resume(self, path: Path) -> None:
+        from gpuprobe_pwm.upstream import is_upstream_checkpoint
+
+        if is_upstream_checkpoint(path):  # written by upstream's PWM.save: its networks, a fresh loop
+            from gpuprobe_pwm.trainer_upstream import start_from_upstream_file
+
+            start_from_upstream_file(self, path)
+            return
         state = load_checkpoint(path, self.s.device)
         self.agent.load_state_dict(state)
         self.iteration = int(state["iteration"])

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -73,3 +75,36 @@ class UpstreamTrainer(Trainer):
         info["wm/iterations"] = iterations
         info.update({k: sum(s[k] for s in wm_stats) / len(wm_stats) for k in wm_stats[0]})
         return info
+
+
+def start_from_upstream_file(trainer: Trainer, path: Path) -> None:
+    """general.checkpoint=<a file upstream's PWM.save wrote>: its networks, normalisers and Adam
+    states into this trainer's agent, as upstream's PWM.load does (the file decides which normalisers
+    exist; the world model counts as trained, so no warm-up). The iteration count starts at 0.
+    Raises CheckpointError (one line) when the file does not fit the configured alg."""
+    from gpuprobe_pwm.safe_load import CheckpointError
+    from gpuprobe_pwm.upstream import load_upstream_checkpoint
+
+    agent = trainer.agent
+    if not isinstance(agent, UpstreamAgent):
+        raise CheckpointError(f"{path} was written by upstream PWM: load it with an upstream alg (alg=pwm*), "
+                              "whose networks have upstream's layout")
+    state = load_upstream_checkpoint(path, trainer.s.device).trainer_state()
+    try:
+        agent.actor.load_state_dict(state["actor"])
+        agent.critic.load_state_dict(state["critic"])
+        agent.world_model.load_state_dict(state["world_model"])
+        for key, opt in (("actor_opt", agent.actor_opt), ("critic_opt", agent.critic_opt),
+                         ("world_model_opt", agent.world_model_opt)):
+            if state.get(key) is not None:
+                opt.load_state_dict(state[key])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"upstream checkpoint {path} does not fit alg={trainer.s.alg_name}: {first}") from None
+    for name in ("obs_rms", "rew_rms", "ret_rms"):
+        if state[name] is not None:
+            getattr(agent, name).load_state_dict(state[name])
+    agent.cfg = replace(agent.cfg, **{name: state[name] is not None for name in ("obs_rms", "rew_rms", "ret_rms")})
+    trainer.warmed_up = True
+    log.info("started from upstream checkpoint %s (obs_rms %s, rew_rms %s, ret_rms %s)", path,
+             agent.cfg.obs_rms, agent.cfg.rew_rms, agent.cfg.ret_rms)

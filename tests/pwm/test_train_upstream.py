@@ -145,3 +145,33 @@ def test_general_and_wandb_hold_upstreams_keys():
     for section in ("general", "wandb"):
         for key in theirs[section]:
             assert f"{section}.{key}" in ours, f"{section}.{key}"
+
+
+def test_an_upstream_format_checkpoint_is_evaluated_with_train_false(tmp_path):
+    """A file in upstream PWM.save's format (written by save_upstream_checkpoint, which upstream's
+    PWM.load reads; i16-ckpt's tests check that against upstream's own code) evaluates with
+    general.train=false, the file deciding which normalisers exist, as upstream's PWM.load does."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from gpuprobe_pwm.agent_upstream import UpstreamAgent
+    from gpuprobe_pwm.settings import agent_config
+    from gpuprobe_pwm.upstream import is_upstream_checkpoint, save_upstream_checkpoint
+
+    alg = OmegaConf.to_container(compose_config(TINY).alg, resolve=True)
+    agent = UpstreamAgent(5, 1, agent_config(alg), "cpu")  # cartpole_swingup: obs 5, act 1
+    with torch.no_grad():
+        agent.actor.logstd.fill_(-1.2)  # a mark to find after the round trip
+    path = save_upstream_checkpoint(SimpleNamespace(
+        world_model=agent.world_model, actor=agent.actor, critic=agent.critic, obs_rms=None,
+        rew_rms=agent.rew_rms, ret_rms=agent.ret_rms, actor_opt=agent.actor_opt, critic_opt=agent.critic_opt,
+        world_model_opt=agent.world_model_opt), tmp_path / "PWM_iter100_rew5.pt")
+    assert is_upstream_checkpoint(path)
+    code, run_dir = run_tiny(tmp_path, f"general.checkpoint={path}", "general.train=false", "alg.obs_rms=true")
+    assert code == 0
+    records = runs.read_metrics(run_dir / "metrics.jsonl")
+    assert len(records) == 1 and records[0]["evaluation_only"] and "eval/return" in records[0]
+    # refused, in one line, by the bundled variant (another network layout)
+    code, _ = run_tiny(tmp_path, f"general.checkpoint={path}", "general.train=false", "alg=bundled_tiny")
+    assert code == 1
