@@ -7,7 +7,7 @@ dataclasses. Values the trainer cannot honour are refused here with a ConfigErro
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable
 
 from gpuprobe_pwm.agent import AgentConfig
@@ -65,6 +65,11 @@ def agent_config(alg: dict[str, Any]) -> AgentConfig:
     # upstream's networks: Linear -> Mish -> LayerNorm, its inits, bins read in symlog space, logstd
     # clamped in place; the bundled variant keeps its own layout (models.py's defaults)
     model = upstream_layout(model) if variant == "upstream" else model
+    chosen = {k: v for k, v in (alg.get("network") or {}).items() if v is not None}
+    try:
+        model = replace(model, **chosen)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"alg.network: {exc}") from None
     return AgentConfig(
         variant=variant, horizon=horizon, gamma=float(alg["gamma"]), lam=float(alg["lam"]),
         actor_lr=float(alg["actor_lr"]), critic_lr=float(alg["critic_lr"]), wm_lr=float(alg["model_lr"]),
