@@ -175,3 +175,34 @@ def test_an_upstream_format_checkpoint_is_evaluated_with_train_false(tmp_path):
     # refused, in one line, by the bundled variant (another network layout)
     code, _ = run_tiny(tmp_path, f"general.checkpoint={path}", "general.train=false", "alg=bundled_tiny")
     assert code == 1
+
+
+def test_sigterm_in_the_upstream_loop_saves_latest_and_exits_143(tmp_path):
+    import json
+    import os
+    import signal
+
+    cmd = [sys.executable, "-m", "gpuprobe_pwm.train", *TINY, "alg.max_epochs=100000", "alg.save_interval=100000",
+           f"general.logdir={tmp_path / 'logs'}", "general.preflight=off"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        metrics = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = [p for p in (tmp_path / "logs").glob(f"{NAME}_2*/metrics.jsonl") if p.stat().st_size > 0]
+            if found:
+                metrics = found[0]
+                break
+            time.sleep(0.1)
+        assert metrics is not None, proc.stdout.read().decode() if proc.poll() is not None else "no metrics in 120 s"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 143, out.decode()[-2000:]
+    state = torch.load(metrics.parent / "latest_checkpoint.pt", weights_only=False)
+    assert state["iteration"] >= 1 and state["config"]["alg"]["variant"] == "upstream"
+    assert json.loads((metrics.parent / "run.json").read_text())["status"] == "preempted"
