@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from gpuprobe_pwm.safe_load import TRAINER_GLOBALS, CheckpointError, safe_torch_load
+from gpuprobe_pwm.upstream_format import is_upstream_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,9 @@ def load_checkpoint(path: Path, device: str | torch.device) -> dict[str, Any]:
 
     Raises CheckpointError with a one-line message for a missing, damaged or refused file."""
     path = Path(path).expanduser().resolve()
+    if is_upstream_checkpoint(path):
+        raise CheckpointError(f"checkpoint (general.checkpoint) {path} was written by upstream PWM (PWM.save), not by "
+                              "this trainer: gpuprobe_pwm.upstream.load_upstream_checkpoint reads it")
     # TRAINER_GLOBALS: numpy's array reconstruction, for files written before the RNG state was
     # stored as plain data. Nothing else beyond tensors and plain containers is accepted.
     state = safe_torch_load(path, map_location=device, allow=TRAINER_GLOBALS,

@@ -8,6 +8,7 @@ tried to import; nothing from the file runs.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import re
@@ -79,8 +80,17 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu", allow: Iterable
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{what} {path} does not exist or is not a file")
+    allow = list(allow)
+    if allow and not hasattr(torch.serialization, "safe_globals"):
+        # torch < 2.5 has weights-only loading but no per-call allowlist: load plain data only,
+        # and say so where a stand-in class is the only way in.
+        if any(isinstance(entry, tuple) for entry in allow):
+            raise CheckpointError(f"{what} {path} needs torch >= 2.5 to load safely (torch.serialization."
+                                  f"safe_globals); this is torch {torch.__version__}")
+        allow = []
+    allowlist = torch.serialization.safe_globals(allow) if allow else contextlib.nullcontext()
     try:
-        with torch.serialization.safe_globals(list(allow)), warnings.catch_warnings():
+        with allowlist, warnings.catch_warnings():
             # A pickle of another protocol draws a UserWarning before the refusal: one line is enough.
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)

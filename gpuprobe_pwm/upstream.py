@@ -21,9 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import pickle
-import pickletools
 import types
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ from gpuprobe_pwm.upstream_format import (
     actor_to_upstream,
     critic_from_upstream,
     critic_to_upstream,
+    is_upstream_checkpoint,
     model_config_from_upstream,
     optimizer_from_upstream,
     optimizer_to_upstream,
@@ -50,6 +49,9 @@ from gpuprobe_pwm.upstream_format import (
 )
 
 log = logging.getLogger(__name__)
+
+__all__ = ["UpstreamAgent", "UpstreamRunningMeanStd", "is_upstream_checkpoint", "load_upstream_checkpoint",
+           "read_upstream_checkpoint", "save_upstream_checkpoint"]
 
 UPSTREAM_RMS_NAME = "pwm.utils.running_mean_std.RunningMeanStd"
 
@@ -206,24 +208,6 @@ def _normalizer_state(rms: UpstreamRunningMeanStd, name: str) -> dict[str, Any]:
 
 # ---- in --------------------------------------------------------------------------------------------
 
-def is_upstream_checkpoint(path: str | Path) -> bool:
-    """Whether `path` looks like a file PWM.save wrote (its world model's keys start with
-    `_encoder.`), read from the pickle's instructions without running any of them."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            name = next((n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
-            if name is None:
-                return False
-            data = archive.read(name)
-        for opcode, arg, _ in pickletools.genops(data):
-            # A world-model key, or the RunningMeanStd class (a GLOBAL's argument is "module name").
-            if isinstance(arg, str) and arg.startswith(("_encoder.", "pwm.utils.running_mean_std ")):
-                return True
-    except (OSError, zipfile.BadZipFile, ValueError, pickle.PickleError, StopIteration):
-        return False
-    return False
-
-
 def read_upstream_checkpoint(path: str | Path) -> dict[str, Any]:
     """The file's top-level dict, loaded weights-only with the RunningMeanStd stand-in allowed."""
     raw = safe_torch_load(path, map_location="cpu", allow=[(UpstreamRunningMeanStd, UPSTREAM_RMS_NAME)],
@@ -252,11 +236,10 @@ def load_upstream_checkpoint(path: str | Path, device: str | torch.device = "cpu
         wm.load_state_dict(wm_from_upstream(raw["world_model"]))
         actor.load_state_dict(actor_from_upstream(raw["actor"]))
         critic.load_state_dict(critic_from_upstream(raw["critic"]))
-    except (KeyError, IndexError, ValueError, RuntimeError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UpstreamCheckpointError(f"upstream checkpoint {path}: networks do not fit ({first})") from None
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:  # shapes that do not fit
+        # load_state_dict's message names the module on its first line and the mismatch on the next.
+        detail = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])[:300] or type(exc).__name__
+        raise UpstreamCheckpointError(f"upstream checkpoint {path}: networks do not fit ({detail})") from None
     optimizer_states, lrs = {}, {}
     for key, module, upstream_sd in (("actor_opt", actor, raw["actor"]), ("critic_opt", critic, raw["critic"]),
                                      ("world_model_opt", wm, raw["world_model"])):
@@ -268,14 +251,14 @@ def load_upstream_checkpoint(path: str | Path, device: str | torch.device = "cpu
             names = [n for n, _ in module.named_parameters()]
             optimizer_states[key] = optimizer_from_upstream(opt_state, slots_for(kind, upstream_sd), names)
             lrs[key.removesuffix("_opt")] = float(opt_state["param_groups"][0]["lr"])
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
+        except (KeyError, IndexError, TypeError, ValueError, CheckpointError) as exc:
             log.warning("upstream checkpoint %s: %s state not usable (%s); optimisers start fresh", path, key, exc)
     agent = UpstreamAgent(
         wm=UpstreamWorldModel(wm.to(device)), actor=UpstreamActor(actor.to(device)),
         critic=UpstreamCritic(critic.to(device)), model=cfg, obs_dim=obs_dim, act_dim=act_dim,
-        obs_rms=UpstreamRunningMeanStd.checked(raw.get("obs_rms"), "obs_rms", device),
-        rew_rms=UpstreamRunningMeanStd.checked(raw.get("rew_rms"), "rew_rms", device),
-        ret_rms=UpstreamRunningMeanStd.checked(raw.get("ret_rms"), "ret_rms", device),
+        obs_rms=UpstreamRunningMeanStd.checked(raw.get("obs_rms"), f"upstream checkpoint {path}: obs_rms", device),
+        rew_rms=UpstreamRunningMeanStd.checked(raw.get("rew_rms"), f"upstream checkpoint {path}: rew_rms", device),
+        ret_rms=UpstreamRunningMeanStd.checked(raw.get("ret_rms"), f"upstream checkpoint {path}: ret_rms", device),
         optimizer_states=optimizer_states, learning_rates=lrs, source=Path(path))
     log.info("loaded upstream checkpoint %s: obs %d, act %d, latent %d, reward bins %d", path, obs_dim, act_dim,
              cfg.latent_dim, cfg.reward_bins)

@@ -4,7 +4,11 @@ loads and writes the files.
 """
 from __future__ import annotations
 
+import pickle
+import pickletools
 import re
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,6 +17,8 @@ from gpuprobe_pwm.models import ModelConfig, upstream_layout
 from gpuprobe_pwm.safe_load import CheckpointError
 
 WM_NETS = ("encoder", "dynamics", "reward")
+# The pickle of a checkpoint (tensors are separate records) is kilobytes; refuse to scan a huge one.
+_MAX_PICKLE_BYTES = 64 << 20
 
 
 class UpstreamCheckpointError(CheckpointError):
@@ -197,3 +203,27 @@ def optimizer_to_upstream(opt_state: dict[str, Any], slots: list[Slot], our_name
         groups.append({**_hyper(opt_state), "params": list(range(start, start + size))})
         start += size
     return {"state": state, "param_groups": groups}
+
+
+# ---- recognising the format ---------------------------------------------------------------------------
+
+def is_upstream_checkpoint(path: str | Path) -> bool:
+    """Whether `path` looks like a file PWM.save wrote (its world model's keys start with
+    `_encoder.`), read from the pickle's instructions without running any of them."""
+    if not Path(path).is_file():  # a FIFO or device would block the open
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+            if name is None:
+                return False
+            if archive.getinfo(name).file_size > _MAX_PICKLE_BYTES:
+                return False
+            data = archive.read(name)
+        for _, arg, _ in pickletools.genops(data):
+            # A world-model key, or the RunningMeanStd class (a GLOBAL's argument is "module name").
+            if isinstance(arg, str) and arg.startswith(("_encoder.", "pwm.utils.running_mean_std ")):
+                return True
+    except (OSError, zipfile.BadZipFile, ValueError, pickle.PickleError, EOFError, KeyError):
+        return False  # unreadable or not a pickle: not upstream's, and the loader will say why
+    return False

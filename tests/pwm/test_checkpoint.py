@@ -161,3 +161,17 @@ def test_checkpoints_written_before_the_plain_rng_form_still_load(tmp_path):
     np.random.seed(99)
     set_rng_state(state["rng"])
     assert np.array_equal(np.random.rand(3), expected)
+
+
+def test_without_a_per_call_allowlist_plain_files_load_and_stand_ins_are_refused(tmp_path, monkeypatch):
+    """torch 2.1-2.4 has weights-only loading but no torch.serialization.safe_globals."""
+    monkeypatch.delattr(torch.serialization, "safe_globals")
+    torch.save({"actor": {"w": torch.ones(2)}, "rng": {"python": [3, [1, 2], None]}}, tmp_path / "plain.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "plain.pt", "cpu")["actor"]["w"], torch.ones(2))
+
+    class StandIn:
+        pass
+
+    with pytest.raises(CheckpointError, match="needs torch >= 2.5") as caught:
+        safe_torch_load(tmp_path / "plain.pt", allow=[(StandIn, "elsewhere.Thing")])
+    assert "\n" not in str(caught.value)

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from gpuprobe_pwm.agent import AgentConfig, PWMAgent
+from gpuprobe_pwm.checkpoint import load_checkpoint
 from gpuprobe_pwm.models import ModelConfig, build_models, upstream_layout
 from gpuprobe_pwm.safe_load import CheckpointError, UnsafeCheckpoint
 from gpuprobe_pwm.upstream import (
@@ -148,6 +149,8 @@ def test_loaded_networks_reproduce_upstreams_outputs(upstream_made):
         else:
             assert torch.equal(rms.mean, expected[0]) and torch.equal(rms.var, expected[1])
             assert rms.count == pytest.approx(expected[2].item())
+    # The normalisers normalise as upstream's (eps 1e-5, clipped to +-5).
+    assert torch.allclose(agent.obs_rms.normalize(theirs["obs"]), theirs["obs_normalized"], atol=TOL)
     lrs = theirs["lrs"].tolist()
     assert [agent.learning_rates[k] for k in ("actor", "critic", "world_model")] == pytest.approx(lrs)
 
@@ -173,6 +176,8 @@ def test_the_loaded_agent_is_the_trainers_agent(upstream_made):
 
 def test_loading_never_imports_upstream_nor_runs_pickled_code(upstream_made, tmp_path):
     _, out = upstream_made
+    with pytest.raises(CheckpointError, match="load_upstream_checkpoint"):  # the resume path points the way
+        load_checkpoint(out / "upstream.pt", "cpu")
     load_upstream_checkpoint(out / "upstream.pt")
     assert not [m for m in sys.modules if m == "pwm" or m.startswith("pwm.")]
     raw = read_upstream_checkpoint(out / "upstream.pt")
@@ -281,3 +286,20 @@ def test_our_written_file_loads_back_exactly_without_upstream(tmp_path):
         for i, per in mine["state"].items():
             assert all(torch.equal(per[k], state[key]["state"][i][k]) for k in per)
     assert torch.allclose(state["rew_rms"]["var"], agent.rew_rms.var)
+
+
+def test_a_damaged_upstream_file_is_one_line_and_a_bad_optimiser_state_starts_fresh(tmp_path, caplog):
+    raw = read_upstream_checkpoint(save_upstream_checkpoint(_trainer_agent(0), tmp_path / "ours.pt"))
+    plain = {**raw, "obs_rms": None, "rew_rms": None, "ret_rms": None}  # plain data: torch.save can write it
+    torch.save({**plain, "critic": {**raw["critic"], "params.2": torch.zeros(3, 7)}}, tmp_path / "bad_critic.pt")
+    with pytest.raises(CheckpointError, match="networks do not fit .*size mismatch") as caught:
+        load_upstream_checkpoint(tmp_path / "bad_critic.pt")
+    assert "\n" not in str(caught.value)
+    torch.save({**plain, "obs_rms": "not a RunningMeanStd"}, tmp_path / "bad_rms.pt")
+    with pytest.raises(CheckpointError, match="obs_rms"):
+        load_upstream_checkpoint(tmp_path / "bad_rms.pt")
+    torch.save({**plain, "actor_opt": {"state": {}, "param_groups": [{"lr": 1.0, "params": [0, 1]}]}},
+               tmp_path / "bad_opt.pt")
+    loaded = load_upstream_checkpoint(tmp_path / "bad_opt.pt")
+    assert "actor_opt" not in loaded.optimizer_states and "critic_opt" in loaded.optimizer_states
+    assert "actor_opt state not usable" in caplog.text

@@ -60,6 +60,7 @@ def outputs(agent, inputs: dict) -> dict:
             "logstd": agent.actor.logstd.detach().clone(),
             "critic": agent.critic(z),
             **{name: _rms(getattr(agent, name)) for name in ("obs_rms", "rew_rms", "ret_rms")},
+            "obs_normalized": agent.obs_rms.normalize(obs),
             "lrs": torch.tensor([opt.param_groups[0]["lr"] for opt in
                                  (agent.actor_optimizer, agent.critic_optimizer, agent.wm_optimizer)],
                                 dtype=torch.float64),
