@@ -58,6 +58,11 @@ def resolve_config(cfg: DictConfig, start_cwd: Path, argv: list[str] | None = No
     checkpoint = _abs(general.get("checkpoint"), start_cwd)
     general["logdir"] = str(logdir)
     general["checkpoint"] = str(checkpoint) if checkpoint else None
+    alg_device = data["alg"].get("device")
+    if alg_device is not None and str(alg_device) != str(general["device"]):
+        # upstream would put the agent on alg.device and the env on general.device; here both go together
+        raise ConfigError(f"alg.device={alg_device} differs from general.device={general['device']}: "
+                          "set general.device (alg.device follows it)")
     if general.get("pretrain"):
         raise ConfigError("general.pretrain: pretraining on upstream's offline data is not available here")
     if not general.get("train", True) and checkpoint is None:
