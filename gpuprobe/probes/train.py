@@ -9,7 +9,7 @@ on CUDA; the process's RSS high-water from ``getrusage`` on the CPU, interpreter
 
 First epoch (``--set train.first_epoch=true`` / ``--train-epoch``): the loop as ``gpuprobe_pwm.train`` wires
 it (env, full-size Buffer, ``gpuprobe_pwm.trainer.Trainer``), so "no output for minutes" gets a number:
-  ``epoch.build``    env, Buffer (capacity = the alg's buffer_size) and Trainer
+X
   ``epoch.collect``  progress done/total env steps of the first episode (the collector's step)
   ``epoch.first_episode``  the first episode completed (step count, seconds)
   ``epoch.buffer.<event>``  the Buffer's own events from its first add: mem_get_info,
