@@ -86,7 +86,8 @@ def check_command_line(args: list[str]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    overrides = [a for a in args if not a.startswith("-")]
+    # key=value overrides (and ~key); Hydra's own flags and their values (--cfg job) pass through
+    overrides = [a for a in args if not a.startswith("-") and ("=" in a or a.startswith("~"))]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as exc:
