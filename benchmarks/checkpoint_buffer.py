@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Claim: carrying a full replay buffer in latest_checkpoint.pt (general.checkpoint_buffer=true)
+"""Claim: carrying a full replay buffer in latest_checkpoint.pt (general.save_buffer=true)
 keeps a SIGTERM save well inside SLURM's default KillWait of 30 s, at PWM's largest default size.
 
 Fills gpuprobe_pwm.buffer.Buffer at dflex Ant's sizes (1e6 rows, obs 37, act 8) and times what the
@@ -43,7 +43,7 @@ def main() -> int:
     ap.add_argument("--episode-length", type=int, default=1000)
     ap.add_argument("--dir", type=Path, default=None, help="where to write (default: a temporary folder)")
     args = ap.parse_args()
-    agent = PWMAgent(args.obs, args.act, agent_config(compose_config(["alg=pwm_5M"]).alg), "cpu")
+    agent = PWMAgent(args.obs, args.act, agent_config(compose_config(["alg=bundled_5M"]).alg), "cpu")
     buf = Buffer(args.capacity, args.obs, args.act, storage="cpu", seed=0)
     gen = torch.Generator().manual_seed(0)
     t, n = args.episode_length, 128

@@ -35,8 +35,8 @@ def main() -> None:
     print(f"{'env':14} {'num_envs':>8} {'epochs':>6} " + " ".join(f"{p.split('/')[1] + ' s':>10}" for p in PARTS))
     for name in args.envs:
         logdir = Path(tempfile.mkdtemp(prefix="dflex-epoch-"))
-        cmd = [sys.executable, "-m", "gpuprobe_pwm.train", f"env={name}", "alg=pwm_5M", f"general.epochs={args.epochs}",
-               f"env.episode_length={args.episode_length}", "general.eval_episodes=2", "general.device=cpu",
+        cmd = [sys.executable, "-m", "gpuprobe_pwm.train", f"env={name}", "alg=bundled_5M", f"alg.max_epochs={args.epochs}",
+               f"env.config.episode_length={args.episode_length}", "general.eval_runs=2", "general.device=cpu",
                f"general.torch_threads={args.threads}", f"general.logdir={logdir}", "general.preflight=off"]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if proc.returncode:

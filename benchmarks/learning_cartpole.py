@@ -55,13 +55,13 @@ def main() -> int:
     reference = reference_return()
     target = args.goal * reference
     overrides = [
-        "alg=pwm_5M", "env=cartpole_swingup", f"general.seed={args.seed}", "general.device=cpu",
-        f"general.epochs={args.epochs}", f"env.num_envs={args.num_envs}",
-        f"alg.agent.wm_batch_size={args.batch}", f"alg.agent.actor_batch_size={args.batch}",
-        f"alg.agent.wm_iterations={args.wm_iterations}", f"alg.wm_warmup_iterations={args.wm_warmup}",
-        f"general.eval_interval={args.eval_interval}", f"general.eval_episodes={args.eval_episodes}",
+        "alg=bundled_5M", "env=cartpole_swingup", f"general.seed={args.seed}", "general.device=cpu",
+        f"alg.max_epochs={args.epochs}", f"env.config.num_envs={args.num_envs}",
+        f"alg.wm_batch_size={args.batch}", f"alg.bundled.actor_batch_size={args.batch}",
+        f"alg.wm_iterations={args.wm_iterations}", f"alg.bundled.wm_warmup_iterations={args.wm_warmup}",
+        f"general.eval_interval={args.eval_interval}", f"general.eval_runs={args.eval_episodes}",
         f"general.target_return={target}", f"general.logdir={args.logdir.resolve()}",
-        "general.save_interval=100", "general.torch_threads=" + ("null" if args.threads is None else str(args.threads)),
+        "alg.save_interval=100", "general.torch_threads=" + ("null" if args.threads is None else str(args.threads)),
         f"general.time_limit_minutes={args.minutes}", *args.overrides,
     ]
     rc = resolve_config(compose_config(overrides), Path.cwd(), [str(Path(__file__).resolve()), *sys.argv[1:]])
@@ -69,7 +69,7 @@ def main() -> int:
     load_before = os.getloadavg()
     code = run(rc)
     wall = time.monotonic() - t0
-    run_dir = runs.find_run(rc.logdir, f"pwm_5M_cartpole_swingup_seed{args.seed}")
+    run_dir = runs.find_run(rc.logdir, f"bundled_5M_cartpole_swingup_seed{args.seed}")
     records = runs.read_metrics(run_dir / runs.METRICS)
     evals = [(r["iteration"], r["time/elapsed"], r["eval/return"]) for r in records
              if "eval/return" in r and not r.get("final")]

@@ -34,7 +34,7 @@ def main() -> int:
     ap.add_argument("--obs", type=int, default=5)
     ap.add_argument("--act", type=int, default=1)
     args = ap.parse_args()
-    cfg = agent_config(compose_config(["alg=pwm_5M", "env=cartpole_swingup"]).alg)
+    cfg = agent_config(compose_config(["alg=bundled_5M", "env=cartpole_swingup"]).alg)
     agent = PWMAgent(args.obs, args.act, cfg, "cpu")
     gen = torch.Generator().manual_seed(0)
     h, b = cfg.horizon, cfg.wm_batch_size

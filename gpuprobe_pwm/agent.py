@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class AgentConfig:
-    """Algorithm hyperparameters (alg/*.yaml `agent:` group); defaults are PWM's."""
+    """Algorithm hyperparameters (gpuprobe_pwm.settings reads them from alg/*.yaml); defaults are PWM's."""
 
+    variant: str = "bundled"         # upstream (agent_upstream.UpstreamAgent) | bundled (PWMAgent)
     horizon: int = 16
     gamma: float = 0.99
     lam: float = 0.95
@@ -48,6 +49,12 @@ class AgentConfig:
     wm_iterations: int = 8
     wm_batch_size: int = 256
     actor_batch_size: int = 256
+    # upstream's switches; the bundled PWMAgent always normalises observations and scales rewards
+    obs_rms: bool = True
+    rew_rms: bool = True
+    ret_rms: bool = True
+    detach: bool = False
+    critic_method: str = "td-lambda"  # td-lambda | one-step
     model: ModelConfig = field(default_factory=ModelConfig)
 
 

@@ -1,7 +1,8 @@
-"""Hydra entry point: python -m gpuprobe_pwm.train env=cartpole_swingup alg=pwm_5M general.seed=42 general.device=cpu
+"""Hydra entry point: python -m gpuprobe_pwm.train env=dflex_hopper alg=pwm general.seed=42 general.device=cpu
 
-Only wiring: resolve the config (absolute paths, fixed at start-up), then build the envs, the
-Buffer and the trainer, and run. Exit codes: 0 done, 1 error, 128+signal when pre-empted (143 for
+Only wiring: check the command line's keys, resolve the config (absolute paths, fixed at start-up),
+then build the envs, the Buffer and the trainer of the chosen variant (alg.variant), and run. Exit
+codes: 0 done, 1 error, 2 a bad command line or config value, 128+signal when pre-empted (143 for
 SIGTERM) after latest_checkpoint.pt was saved.
 """
 from __future__ import annotations
@@ -18,8 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from gpuprobe_pwm import runs
-from gpuprobe_pwm.agent import AgentConfig
-from gpuprobe_pwm.models import ModelConfig
+from gpuprobe_pwm.settings import ConfigError, agent_config, check_override_keys, env_settings, steps_per_epoch
 
 log = logging.getLogger("gpuprobe_pwm.train")
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -58,8 +58,15 @@ def resolve_config(cfg: DictConfig, start_cwd: Path, argv: list[str] | None = No
     checkpoint = _abs(general.get("checkpoint"), start_cwd)
     general["logdir"] = str(logdir)
     general["checkpoint"] = str(checkpoint) if checkpoint else None
-    epochs = general.get("max_iterations") or general.get("epochs") or data["alg"]["epochs"]
-    general["epochs"] = int(epochs)
+    alg_device = data["alg"].get("device")
+    if alg_device is not None and str(alg_device) != str(general["device"]):
+        # upstream would put the agent on alg.device and the env on general.device; here both go together
+        raise ConfigError(f"alg.device={alg_device} differs from general.device={general['device']}: "
+                          "set general.device (alg.device follows it)")
+    if general.get("pretrain"):
+        raise ConfigError("general.pretrain: pretraining on upstream's offline data is not available here")
+    if not general.get("train", True) and checkpoint is None:
+        raise ConfigError("general.train=false evaluates a checkpoint: set general.checkpoint=FILE")
     return ResolvedConfig(data, logdir, checkpoint, start_cwd, list(argv if argv is not None else sys.argv))
 
 
@@ -71,20 +78,52 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
         return compose(config_name="config", overrides=list(overrides or []))
 
 
-def agent_config(alg: dict[str, Any]) -> AgentConfig:
-    agent = dict(alg["agent"])
-    model = ModelConfig(**agent.pop("model"))
-    agent["betas"] = tuple(agent["betas"])
-    return AgentConfig(**agent, model=model)
+def check_command_line(args: list[str]) -> None:
+    """Refuse unknown keys and key-adding '+' before Hydra runs (Hydra would raise with a traceback,
+    or silently keep an added key nothing reads). Raises ConfigError with a one-line message."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    # key=value overrides (and ~key); Hydra's own flags and their values (--cfg job) pass through
+    overrides = [a for a in args if not a.startswith("-") and ("=" in a or a.startswith("~"))]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from None
+    prefixes = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++", OverrideType.DEL: "~"}
+    groups = [o.input_line for o in parsed if o.key_or_group in ("alg", "env") and o.type == OverrideType.CHANGE]
+    try:
+        base = compose_config(groups)
+    except (HydraException, OmegaConfBaseException) as exc:
+        group = next((g.split("=")[0] for g in groups if g.split("=")[0] in str(exc)), "alg/env")
+        options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml")) if group in ("alg", "env") else []
+        raise ConfigError(f"{', '.join(groups)}: no such config" + (f"; {group} is one of {', '.join(options)}"
+                                                                    if options else "")) from None
+    check_override_keys([(o.key_or_group, prefixes.get(o.type)) for o in parsed],
+                        OmegaConf.to_container(base, resolve=False))
+    try:
+        composed = OmegaConf.to_container(compose_config(overrides), resolve=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(" ".join(str(exc).split("\n")[0].split())) from None
+    try:  # values the trainer cannot read (alg.horizon=abc) or honour, before anything is built
+        agent_config(composed["alg"])
+        env_settings(composed["env"])
+    except (ValueError, TypeError, KeyError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"bad config value: {type(exc).__name__}: {exc}") from None
 
 
 def _start_wandb(general: dict[str, Any], config: dict[str, Any], run_dir: Path) -> Any:
-    if not general["wandb"]["enabled"]:
+    if not general.get("run_wandb"):
         return None
     import wandb  # optional dependency: only imported when asked for
 
-    opts = general["wandb"]
-    return wandb.init(project=opts["project"], entity=opts.get("entity"), mode=opts.get("mode", "online"),
+    opts = config.get("wandb") or {}
+    return wandb.init(project=opts.get("project"), entity=opts.get("entity"), group=opts.get("group"),
+                      notes=opts.get("notes"), mode=opts.get("mode", "online"),
                       config=config, dir=str(run_dir), name=run_dir.name)
 
 
@@ -94,7 +133,7 @@ def run(rc: ResolvedConfig) -> int:
     from gpuprobe_pwm.buffer import Buffer
     from gpuprobe_pwm.envs import EnvUnavailable, make_env
     from gpuprobe_pwm.safe_load import CheckpointError
-    from gpuprobe_pwm.trainer import Preempted, StopFlag, Trainer, TrainSettings, seed_everything
+    from gpuprobe_pwm.trainer import Preempted, StopFlag, TrainSettings, make_trainer, seed_everything
 
     general, alg, env_cfg = rc.general, rc.config["alg"], rc.config["env"]
     seed, device = int(general["seed"]), str(general["device"])
@@ -112,23 +151,24 @@ def run(rc: ResolvedConfig) -> int:
     runs.write_run_json(run_dir, runs.run_metadata(rc.argv, rc.config, run_dir, rc.logdir, rc.start_cwd, device))
     runs.register_run(rc.logdir, run_dir, prefix)
     log.info("run directory %s", run_dir)
+    envs = env_settings(env_cfg)
     settings = TrainSettings(
-        alg_name=alg["name"], env_name=env_cfg["name"], run_dir=run_dir, seed=seed, device=device,
-        num_envs=int(env_cfg["num_envs"]), episode_length=env_cfg.get("episode_length"),
-        stochastic_init=bool(env_cfg.get("stochastic_init", False)),
-        epochs=int(general["epochs"]), steps_per_epoch=int(alg["steps_per_epoch"]),
-        buffer_size=int(alg["buffer_size"]), buffer_options=dict(alg.get("buffer") or {}),
-        wm_warmup_iterations=int(alg.get("wm_warmup_iterations", 0)),
-        save_interval=int(general["save_interval"]), eval_interval=int(general["eval_interval"]),
-        eval_episodes=int(general["eval_episodes"]), target_return=general.get("target_return"),
+        alg_name=alg["name"], env_name=envs.name, run_dir=run_dir, seed=seed, device=device,
+        num_envs=envs.num_envs, episode_length=envs.episode_length, stochastic_init=envs.stochastic_init,
+        epochs=int(alg["max_epochs"]), steps_per_epoch=steps_per_epoch(alg),
+        buffer_size=int(alg["wm_buffer_size"]), buffer_options=dict(alg.get("buffer") or {}),
+        wm_warmup_iterations=int((alg.get("bundled") or {}).get("wm_warmup_iterations", 0)),
+        save_interval=int(alg["save_interval"]), eval_interval=int(general["eval_interval"]),
+        eval_episodes=int(general["eval_runs"]), target_return=general.get("target_return"),
         time_limit_s=60.0 * general["time_limit_minutes"] if general.get("time_limit_minutes") else None,
-        checkpoint=rc.checkpoint, checkpoint_buffer=bool(general.get("checkpoint_buffer", True)),
+        checkpoint=rc.checkpoint, checkpoint_buffer=bool(general.get("save_buffer", True)),
+        load_buffer=bool(general.get("checkpoint_with_buffer", True)), train=bool(general.get("train", True)),
         agent=agent_config(alg), config=rc.config)
     metrics = runs.MetricsLog(run_dir / runs.METRICS)
     buffer = wandb_run = None
     try:
         try:
-            sim_options = env_cfg.get("dflex")  # a dflex env's own constructor arguments (upstream's)
+            sim_options = envs.options  # a dflex env's own constructor arguments (upstream's env.config)
             env = make_env(settings.env_name, settings.num_envs, device, seed, settings.episode_length,
                            stochastic_init=settings.stochastic_init, options=sim_options)
             # Never stochastic: the evaluation return measures the task from its nominal start
@@ -143,7 +183,7 @@ def run(rc: ResolvedConfig) -> int:
                         batch_size=settings.agent.wm_batch_size, device=device, seed=seed,
                         **settings.buffer_options)
         wandb_run = _start_wandb(general, rc.config, run_dir)
-        trainer = Trainer(settings, env, eval_env, buffer, metrics, stop, wandb_run)
+        trainer = make_trainer(settings, env, eval_env, buffer, metrics, stop, wandb_run)
         runs.update_run_json(run_dir, param_counts=dataclasses.asdict(trainer.agent.param_counts))
         try:
             final = trainer.train()
@@ -172,7 +212,12 @@ def run(rc: ResolvedConfig) -> int:
 @hydra.main(version_base="1.3", config_path="config", config_name="config")
 def main(cfg: DictConfig) -> None:
     # orig_argv keeps "-m gpuprobe_pwm.train" (sys.argv would show the module's file path instead).
-    rc = resolve_config(cfg, Path(hydra.utils.get_original_cwd()), list(sys.orig_argv[1:]))
+    try:
+        rc = resolve_config(cfg, Path(hydra.utils.get_original_cwd()), list(sys.orig_argv[1:]))
+        agent_config(rc.config["alg"])  # refuse values the trainer cannot honour before anything is built
+    except (ConfigError, ValueError, TypeError) as exc:
+        log.error("%s", exc)
+        sys.exit(2)
     logging.getLogger("pwm").setLevel(rc.general.get("log_level", "INFO"))
     # Hook point: checks that must pass before anything is built (envs, Buffer, models) go here,
     # between resolving the config and run().
@@ -184,6 +229,15 @@ def main(cfg: DictConfig) -> None:
         sys.exit(code)
 
 
+def cli() -> None:
+    try:
+        check_command_line(sys.argv[1:])
+    except ConfigError as exc:
+        print(f"gpuprobe_pwm.train: {exc}", file=sys.stderr)
+        sys.exit(2)
+    main()
+
+
 if __name__ == "__main__":
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    main()
+    cli()

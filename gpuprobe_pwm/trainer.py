@@ -68,6 +68,8 @@ class TrainSettings:
     time_limit_s: float | None = None   # finish (final checkpoints, eval) once this much wall time passed
     checkpoint: Path | None = None
     checkpoint_buffer: bool = True  # latest_checkpoint.pt carries the replay buffer's episodes
+    load_buffer: bool = True        # resuming restores that buffer (upstream's general.checkpoint_with_buffer)
+    train: bool = True              # false: evaluate the checkpoint and stop (upstream's general.train)
     agent: AgentConfig = field(default_factory=AgentConfig)
     config: dict[str, Any] = field(default_factory=dict)  # resolved config, stored in checkpoints
 
@@ -112,8 +114,12 @@ class EpisodeCollector:
     early (termination) are pushed on their own, grouped by episode length.
     """
 
-    def __init__(self, env: Any, buffer: Any, agent: PWMAgent, min_length: int) -> None:
+    def __init__(self, env: Any, buffer: Any, agent: PWMAgent, min_length: int,
+                 update_normalizers: bool = True) -> None:
         self.env, self.buffer, self.agent = env, buffer, agent
+        # The bundled variant updates its obs/reward statistics on every env step; upstream's
+        # updates them from world-model batches instead (agent_upstream.py).
+        self.update_normalizers = update_normalizers
         n, t_max, dev = env.num_envs, env.episode_length, env.device
         self.obs = torch.zeros(t_max + 1, n, env.num_obs, device=dev)
         self.act = torch.zeros(t_max, n, env.num_acts, device=dev)
@@ -130,10 +136,18 @@ class EpisodeCollector:
 
     def step(self, stochastic: bool = True) -> None:
         obs = self.current
-        self.agent.obs_rms.update(obs)
+        if self.update_normalizers:
+            self.agent.obs_rms.update(obs)
         action = self.agent.act(obs, deterministic=not stochastic)
         nxt, rew, done, info = self.env.step(action)
-        self.agent.rew_rms.update(rew)
+        self.record(action, nxt, rew, done, info)
+
+    def record(self, action: torch.Tensor, nxt: torch.Tensor, rew: torch.Tensor, done: torch.Tensor,
+               info: dict[str, Any]) -> None:
+        """Book one env step taken by someone else (upstream's actor rollout steps the env itself)."""
+        if self.update_normalizers:
+            self.agent.rew_rms.update(rew)
+        action = action.detach()
         self.act[self.t, self.envs] = action
         self.rew[self.t, self.envs] = rew
         self.ret += rew
@@ -190,14 +204,20 @@ def evaluate(agent: PWMAgent, env: Any) -> dict[str, float]:
 
 
 class Trainer:
+    """The bundled variant's loop; UpstreamTrainer (trainer_upstream.py) swaps in upstream's epoch."""
+
+    agent_class: type[PWMAgent] = PWMAgent
+    step_statistics = True  # obs/reward normalisers updated on every env step (bundled)
+
     def __init__(self, settings: TrainSettings, env: Any, eval_env: Any, buffer: Any,
                  metrics: MetricsLog, stop: StopFlag | None = None, wandb_run: Any = None) -> None:
         self.s, self.env, self.eval_env, self.buffer = settings, env, eval_env, buffer
         self.metrics, self.stop, self.wandb_run = metrics, stop or StopFlag(), wandb_run
-        self.agent = PWMAgent(env.num_obs, env.num_acts, settings.agent, settings.device)
+        self.agent = self.agent_class(env.num_obs, env.num_acts, settings.agent, settings.device)
         log.info("parameters: %s", self.agent.param_counts.summary())
         self.checkpoints = CheckpointSet(settings.run_dir)
-        self.collector = EpisodeCollector(env, buffer, self.agent, min_length=settings.agent.horizon)
+        self.collector = EpisodeCollector(env, buffer, self.agent, min_length=settings.agent.horizon,
+                                          update_normalizers=self.step_statistics)
         self.iteration = 0
         self.env_steps = 0
         self.best_return = -math.inf
@@ -221,6 +241,13 @@ class Trainer:
         return state
 
     def resume(self, path: Path) -> None:
+        from gpuprobe_pwm.upstream import is_upstream_checkpoint
+
+        if is_upstream_checkpoint(path):  # written by upstream's PWM.save: its networks, a fresh loop
+            from gpuprobe_pwm.trainer_upstream import start_from_upstream_file
+
+            start_from_upstream_file(self, path)
+            return
         state = load_checkpoint(path, self.s.device)
         self.agent.load_state_dict(state)
         self.iteration = int(state["iteration"])
@@ -229,11 +256,11 @@ class Trainer:
         set_rng_state(state["rng"])
         # The world model is trained already: the warm-up is for a fresh one, not a fresh buffer.
         self.warmed_up = bool(state.get("warmed_up", self.iteration > 0))
-        if state.get("buffer") is not None:
+        if state.get("buffer") is not None and self.s.load_buffer:
             self.buffer.load_state_dict(state["buffer"])
             log.info("resumed from %s at iteration %d with %d buffer rows (%d episodes)",
                      path, self.iteration, len(self.buffer), self.buffer.num_episodes)
-        else:  # written with general.checkpoint_buffer=false: the buffer refills from fresh episodes
+        else:  # written with general.save_buffer=false, or checkpoint_with_buffer=false: refills from fresh episodes
             log.info("resumed from %s at iteration %d, empty buffer", path, self.iteration)
 
     # ---- one epoch ----------------------------------------------------------------------
@@ -273,12 +300,16 @@ class Trainer:
         info["time/critic"] = time.perf_counter() - t0
         return info
 
+    def run_epoch(self) -> dict[str, Any]:
+        """The variant's own epoch: here, collect with the acting policy, then update from the buffer."""
+        t0 = time.perf_counter()
+        self.collect()
+        return {"time/collect": time.perf_counter() - t0, **self.update()}
+
     def epoch(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         record: dict[str, Any] = self.agent.set_progress(self.iteration / max(self.s.epochs, 1))
-        self.collect()
-        record["time/collect"] = time.perf_counter() - t0
-        record.update(self.update())
+        record.update(self.run_epoch())
         self.iteration += 1
         mean_return = self.collector.mean_return()
         record.update({"iteration": self.iteration, "env_steps": self.env_steps,
@@ -318,8 +349,18 @@ class Trainer:
         return False
 
     # ---- the run ------------------------------------------------------------------------
+    def evaluate_only(self) -> dict[str, Any]:
+        """general.train=false: evaluate the loaded checkpoint (upstream's eval after no training)."""
+        final = {"iteration": self.iteration, "env_steps": self.env_steps, **evaluate(self.agent, self.eval_env)}
+        self.metrics.write({**final, "final": True, "evaluation_only": True})
+        log.info("evaluated %s: %s", self.s.checkpoint, final)
+        return final
+
     def train(self) -> dict[str, Any]:
         """Run to `epochs`; raises Preempted after saving latest_checkpoint.pt on SIGTERM."""
+        if not self.s.train:
+            self.resume(self.s.checkpoint)
+            return self.evaluate_only()
         if self.s.checkpoint is not None:
             self.resume(self.s.checkpoint)
         else:
@@ -345,3 +386,13 @@ class Trainer:
         self.metrics.write({**final, "final": True})
         log.info("finished: %s", final)
         return final
+
+
+def make_trainer(settings: TrainSettings, env: Any, eval_env: Any, buffer: Any, metrics: MetricsLog,
+                 stop: StopFlag | None = None, wandb_run: Any = None) -> Trainer:
+    """The loop of settings.agent.variant: upstream's algorithm, or this trainer's bundled one."""
+    if settings.agent.variant == "upstream":
+        from gpuprobe_pwm.trainer_upstream import UpstreamTrainer
+
+        return UpstreamTrainer(settings, env, eval_env, buffer, metrics, stop, wandb_run)
+    return Trainer(settings, env, eval_env, buffer, metrics, stop, wandb_run)

@@ -54,8 +54,8 @@ def _train(overrides: list[str], env: dict, tmp_path: Path) -> subprocess.Comple
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPROBE_")}
     full_env.update(env)
     cmd = [sys.executable, "-m", "gpuprobe_pwm.train", "env=cartpole_swingup", "alg=pwm_tiny", "general.seed=42",
-           "general.device=cpu", "env.num_envs=4", "env.episode_length=16", "general.epochs=1",
-           "general.eval_episodes=2", f"general.logdir={tmp_path / 'runs'}", *overrides]
+           "general.device=cpu", "env.config.num_envs=4", "env.config.episode_length=16", "alg.max_epochs=1",
+           "general.eval_runs=2", f"general.logdir={tmp_path / 'runs'}", *overrides]
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=tmp_path, timeout=240)
 
 

@@ -32,7 +32,7 @@ def test_one_iteration_and_the_first_epoch_pass_with_their_marks(tmp_path):
 
 
 def test_model_sizes_come_from_the_trainer_configs():
-    assert alg_config("5M")["agent"]["model"]["latent_dim"] == 512
-    big = alg_config("48M")["agent"]["model"]
-    assert big["latent_dim"] == 768 and big["encoder_dims"] == [1792, 1792, 1792]
-    assert alg_config("48M")["agent"]["horizon"] == 16  # inherited from pwm_5M
+    assert alg_config("5M")["latent_dim"] == 512
+    big = alg_config("48M")
+    assert big["latent_dim"] == 768 and big["world_model_config"]["encoder_units"] == [1792, 1792, 1792]
+    assert big["horizon"] == 16 and big["variant"] == "upstream"  # inherited from pwm.yaml

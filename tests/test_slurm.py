@@ -122,7 +122,7 @@ def test_submit_job_stops_on_a_known_bad_node(slurm_cluster: SlurmCluster, tmp_p
     _l40s_field_report(tmp_path / "results")
     runs = tmp_path / "runs"
     job_id, logs = _submit(slurm_cluster, tmp_path, "single", "pwm_tiny", "pendulum", "42", "--",
-                           "general.epochs=1", f"general.logdir={runs}", fake="l40s")
+                           "alg.max_epochs=1", f"general.logdir={runs}", fake="l40s")
     assert slurm_cluster.wait_job(job_id, timeout=JOB_TIMEOUT_S) == "FAILED"
     assert _exit_code(slurm_cluster, job_id) == "4:0"          # preflight's exit code is the job's
     out = (logs / f"pwm-pwm_tiny-pendulum-{job_id}.out").read_text()
@@ -138,7 +138,7 @@ def test_submit_job_trains_when_preflight_says_ok(slurm_cluster: SlurmCluster, t
     _l40s_field_report(tmp_path / "results")   # evidence about L40S says nothing against an H200
     runs = tmp_path / "runs"
     job_id, logs = _submit(slurm_cluster, tmp_path, "single", "pwm_tiny", "pendulum", "7", "--",
-                           "general.epochs=1", "general.device=cpu", f"general.logdir={runs}", fake="h200")
+                           "alg.max_epochs=1", "general.device=cpu", f"general.logdir={runs}", fake="h200")
     state = slurm_cluster.wait_job(job_id, timeout=120)
     out = (logs / f"pwm-pwm_tiny-pendulum-{job_id}.out").read_text()
     assert state == "COMPLETED", out
@@ -158,7 +158,7 @@ def test_submit_job_preflight_warn_trains_anyway_and_tells_the_trainer(slurm_clu
     runs = tmp_path / "runs"
     job_id, logs = _submit(slurm_cluster, tmp_path, "--preflight", "warn", "--no-watch", "single", "pwm_tiny",
                            "pendulum", "8",
-                           "--", "general.epochs=1", "general.device=cpu", f"general.logdir={runs}", fake="l40s")
+                           "--", "alg.max_epochs=1", "general.device=cpu", f"general.logdir={runs}", fake="l40s")
     state = slurm_cluster.wait_job(job_id, timeout=120)
     out = (logs / f"pwm-pwm_tiny-pendulum-{job_id}.out").read_text()
     assert state == "COMPLETED", out

@@ -75,8 +75,8 @@ def test_the_users_pwm_and_the_bundled_trainer_import_side_by_side(upstream_src,
 
 
 def test_the_bundled_trainer_trains_with_upstream_pwm_installed(upstream_src, tmp_path):
-    cmd = [sys.executable, "-m", "gpuprobe_pwm.train", "alg=pwm_tiny", "env=cartpole_swingup", "env.num_envs=4",
-           "env.episode_length=16", "general.epochs=2", "general.eval_episodes=1", "general.save_interval=2",
+    cmd = [sys.executable, "-m", "gpuprobe_pwm.train", "alg=pwm_tiny", "env=cartpole_swingup", "env.config.num_envs=4",
+           "env.config.episode_length=16", "alg.max_epochs=2", "general.eval_runs=1", "alg.save_interval=2",
            "general.device=cpu", f"general.logdir={tmp_path / 'runs'}"]
     res = subprocess.run(cmd, capture_output=True, text=True, env=_env(upstream_src, tmp_path / "results"),
                          cwd=tmp_path, timeout=600)

@@ -9,7 +9,7 @@ on CUDA; the process's RSS high-water from ``getrusage`` on the CPU, interpreter
 
 First epoch (``--set train.first_epoch=true`` / ``--train-epoch``): the loop as ``gpuprobe_pwm.train`` wires
 it (env, full-size Buffer, ``gpuprobe_pwm.trainer.Trainer``), so "no output for minutes" gets a number:
-  ``epoch.build``    env, Buffer (capacity = the alg's buffer_size) and Trainer
+X
   ``epoch.collect``  progress done/total env steps of the first episode (the collector's step)
   ``epoch.first_episode``  the first episode completed (step count, seconds)
   ``epoch.buffer.<event>``  the Buffer's own events from its first add: mem_get_info,
@@ -62,13 +62,9 @@ def _merge(a: dict, b: dict) -> dict:
 
 
 def agent_config(alg: dict) -> Any:
-    from gpuprobe_pwm.agent import AgentConfig
-    from gpuprobe_pwm.models import ModelConfig
+    from gpuprobe_pwm.settings import agent_config as from_alg
 
-    agent = dict(alg["agent"])
-    model = ModelConfig(**agent.pop("model"))
-    agent["betas"] = tuple(agent["betas"])
-    return AgentConfig(**agent, model=model)
+    return from_alg(alg)
 
 
 class Memory:
@@ -151,15 +147,16 @@ def first_epoch(ctx: StageContext, torch: Any, device: str, alg: dict) -> dict:
     from gpuprobe_pwm.buffer import Buffer
     from gpuprobe_pwm.envs import dflex_status, make_env
     from gpuprobe_pwm.runs import MetricsLog
-    from gpuprobe_pwm.trainer import Trainer, TrainSettings
+    from gpuprobe_pwm.settings import env_settings
+    from gpuprobe_pwm.trainer import TrainSettings, make_trainer
 
     o = ctx.options
     env_name = str(o.get("env") or ("dflex_ant" if dflex_status()[0] else "cartpole_swingup"))
     env_yaml = CONFIG_DIR / "env" / f"{env_name}.yaml"
-    env_cfg = yaml.safe_load(env_yaml.read_text()) if env_yaml.is_file() else {}
-    num_envs = int(o.get("num_envs", env_cfg.get("num_envs", 64)))
-    episode_length = o.get("episode_length", env_cfg.get("episode_length"))
-    capacity = int(float(o.get("buffer_size", alg["buffer_size"])))
+    env_cfg = env_settings(yaml.safe_load(env_yaml.read_text()) if env_yaml.is_file() else {"name": env_name})
+    num_envs = int(o.get("num_envs", env_cfg.num_envs))
+    episode_length = o.get("episode_length", env_cfg.episode_length)
+    capacity = int(float(o.get("buffer_size", alg["wm_buffer_size"])))
     buffer_opts = {**(alg.get("buffer") or {}), **buffer_kwargs(o)}
     ctx.mark("epoch.build", env=env_name, num_envs=num_envs, episode_length=episode_length, buffer_size=capacity)
     t_build = time.monotonic()
@@ -174,7 +171,7 @@ def first_epoch(ctx: StageContext, torch: Any, device: str, alg: dict) -> dict:
             ctx.mark(f"epoch.buffer.{event}", **data)
 
     env = make_env(env_name, num_envs, device, 0, None if episode_length is None else int(episode_length),
-                   options=env_cfg.get("dflex"))  # a dflex env's upstream constructor arguments
+                   options=env_cfg.options)  # a dflex env's upstream constructor arguments
     cfg = agent_config(alg)
     buffer = Buffer(capacity, env.num_obs, env.num_acts, horizon=cfg.horizon, batch_size=cfg.wm_batch_size,
                     device=device, seed=0, progress=on_buffer, **buffer_opts)
@@ -183,7 +180,7 @@ def first_epoch(ctx: StageContext, torch: Any, device: str, alg: dict) -> dict:
                                  device=device, num_envs=num_envs, buffer_size=capacity, agent=cfg)
         metrics = MetricsLog(Path(run_dir) / "metrics.jsonl")
         try:
-            trainer = Trainer(settings, env, env, buffer, metrics)
+            trainer = make_trainer(settings, env, env, buffer, metrics)  # alg.variant's loop
             out: dict = {"env": env_name, "num_envs": num_envs, "episode_length": env.episode_length,
                          "buffer_size": capacity, "buffer_options": buffer_opts,
                          "build_s": round(time.monotonic() - t_build, 3)}

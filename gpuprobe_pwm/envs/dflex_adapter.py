@@ -101,11 +101,13 @@ def constructor_kwargs(name: str, num_envs: int, device: str | torch.device = "c
 
 
 def config_options(name: str) -> dict[str, Any]:
-    """The ``dflex:`` block of the bundled env config ``name`` (upstream's env-specific arguments)."""
+    """The bundled env config ``name``'s ``config:`` block minus the keys the trainer reads itself
+    (num_envs, episode_length, stochastic_init): upstream's env-specific arguments."""
     import yaml
 
     path = Path(__file__).resolve().parent.parent / "config" / "env" / f"{name}.yaml"
-    return dict(yaml.safe_load(path.read_text()).get("dflex") or {})
+    config = dict(yaml.safe_load(path.read_text()).get("config") or {})
+    return {k: v for k, v in config.items() if k not in ("num_envs", "episode_length", "stochastic_init")}
 
 
 def env_class(name: str) -> type:

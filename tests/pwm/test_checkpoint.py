@@ -62,8 +62,8 @@ def test_rng_state_round_trip():
 # ---- safe loading (issue 10, item 6) --------------------------------------------------------------
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_RUN = ["alg=pwm_tiny", "env=cartpole_swingup", "env.num_envs=4", "env.episode_length=16",
-            "general.epochs=2", "general.eval_episodes=1", "general.save_interval=1", "general.device=cpu"]
+TINY_RUN = ["alg=pwm_tiny", "env=cartpole_swingup", "env.config.num_envs=4", "env.config.episode_length=16",
+            "alg.max_epochs=2", "general.eval_runs=1", "alg.save_interval=1", "general.device=cpu"]
 
 
 class _Payload:

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from gpuprobe_pwm.envs import DFLEX_ENVS, make_env
 from gpuprobe_pwm.envs.dflex_adapter import constructor_kwargs, env_class
+from gpuprobe_pwm.settings import env_settings
 from gpuprobe_pwm.train import compose_config
 from tests.conftest import UPSTREAM_PWM
 
@@ -34,9 +35,10 @@ def upstream_env_config(name: str) -> dict:
 
 
 def adapter_kwargs(name: str, num_envs: int | None = None) -> dict:
-    env = OmegaConf.to_container(compose_config([f"env={name}", "general.device=cpu"]), resolve=True)["env"]
-    return constructor_kwargs(name, num_envs or env["num_envs"], "cpu", env["episode_length"],
-                              env["stochastic_init"], env.get("dflex"))
+    env = env_settings(OmegaConf.to_container(compose_config([f"env={name}", "general.device=cpu"]),
+                                              resolve=True)["env"])
+    return constructor_kwargs(name, num_envs or env.num_envs, "cpu", env.episode_length,
+                              env.stochastic_init, env.options)
 
 
 @pytest.mark.parametrize("name", sorted(DFLEX_ENVS))
@@ -56,8 +58,8 @@ def test_upstreams_arguments_fit_the_real_constructor_and_the_env_steps(name, df
     kwargs = adapter_kwargs(name, num_envs=2)
     inspect.signature(cls).bind(**kwargs)  # a TypeError here is what seed= used to cause
     assert "seed" not in inspect.signature(cls).parameters and "seed" not in kwargs
-    cfg = OmegaConf.to_container(compose_config([f"env={name}"]), resolve=True)["env"]
-    env = make_env(name, 2, "cpu", seed=0, stochastic_init=True, options=cfg.get("dflex"))
+    cfg = env_settings(OmegaConf.to_container(compose_config([f"env={name}"]), resolve=True)["env"])
+    env = make_env(name, 2, "cpu", seed=0, stochastic_init=True, options=cfg.options)
     spec = DFLEX_ENVS[name]
     assert (env.num_obs, env.num_acts, env.episode_length) == (spec.num_obs, spec.num_acts, spec.episode_length)
     assert env._env.num_envs == 2 and env._env.no_grad is True

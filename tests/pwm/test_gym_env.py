@@ -54,8 +54,8 @@ def test_without_gymnasium_the_error_says_how_to_install_it(monkeypatch):
 
 
 def test_trainer_runs_a_gymnasium_env_end_to_end(tmp_path):
-    overrides = ["alg=pwm_tiny", "env=gym_pendulum", "env.num_envs=4", "env.episode_length=16",
-                 "general.epochs=4", "general.eval_episodes=2", "general.device=cpu",
+    overrides = ["alg=pwm_tiny", "env=gym_pendulum", "env.config.num_envs=4", "env.config.episode_length=16",
+                 "alg.max_epochs=6", "general.eval_runs=2", "general.device=cpu",  # H=4: episodes end in epoch 4
                  f"general.logdir={tmp_path / 'runs'}"]
     rc = resolve_config(compose_config(overrides), tmp_path, ["gpuprobe_pwm.train", *overrides])
     assert run(rc) == 0

@@ -18,10 +18,10 @@ from gpuprobe_pwm.train import agent_config, compose_config, resolve_config, run
 from gpuprobe_pwm.trainer import evaluate
 
 REPO = Path(__file__).resolve().parents[2]
-NAME = "pwm_tiny_cartpole_swingup_seed42"
+NAME = "bundled_tiny_cartpole_swingup_seed42"
 # 8 env steps per epoch, 16-step episodes: an episode ends every second epoch.
-TINY = ["alg=pwm_tiny", "env=cartpole_swingup", "env.num_envs=4", "env.episode_length=16",
-        "general.epochs=4", "general.eval_episodes=2", "general.save_interval=2", "general.device=cpu"]
+TINY = ["alg=bundled_tiny", "env=cartpole_swingup", "env.config.num_envs=4", "env.config.episode_length=16",
+        "alg.max_epochs=4", "general.eval_runs=2", "alg.save_interval=2", "general.device=cpu"]
 
 
 def run_tiny(tmp_path: Path, *extra: str) -> tuple[int, Path]:
@@ -46,7 +46,7 @@ def test_short_run_writes_exactly_the_checkpoint_set(tmp_path):
     assert state["iteration"] == 4
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["status"] == "finished" and "git_commit" in meta
-    assert meta["config"]["alg"]["name"] == "pwm_tiny"
+    assert meta["config"]["alg"]["name"] == "bundled_tiny"
     assert {"hostname", "python", "torch", "device_name"} <= set(meta["fingerprint"])
     assert all(Path(p).is_absolute() for p in meta["paths"].values() if p)
     records = runs.read_metrics(run_dir / "metrics.jsonl")
@@ -82,7 +82,7 @@ def test_training_envs_use_config_stochastic_init_and_eval_env_never(tmp_path, m
         return env
 
     monkeypatch.setattr(gpuprobe_pwm.envs, "make_env", recording_make_env)
-    code, _ = run_tiny(tmp_path, "general.epochs=1")
+    code, _ = run_tiny(tmp_path, "alg.max_epochs=1")
     assert code == 0
     train_env, eval_env = built
     assert train_env.num_envs == 4 and eval_env.num_envs == 2
@@ -93,7 +93,7 @@ def test_training_envs_use_config_stochastic_init_and_eval_env_never(tmp_path, m
 
 
 def test_resume_continues_iteration_and_restores_optimizers(tmp_path):
-    warmup = "alg.wm_warmup_iterations=3"
+    warmup = "alg.bundled.wm_warmup_iterations=3"
     code, first = run_tiny(tmp_path, warmup)
     assert code == 0
     saved = torch.load(first / "latest_checkpoint.pt", weights_only=False)
@@ -102,7 +102,7 @@ def test_resume_continues_iteration_and_restores_optimizers(tmp_path):
     assert step(saved) == sum(1 for r in first_records if "wm/loss" in r) * 2 + 3  # incl. the warm-up
     time.sleep(1.0)  # a new run directory (names have one-second resolution; a clash gets a suffix)
     code, second = run_tiny(tmp_path, f"general.checkpoint={first / 'latest_checkpoint.pt'}",
-                            "general.epochs=8", warmup)
+                            "alg.max_epochs=8", warmup)
     assert code == 0 and second != first
     records = [r for r in runs.read_metrics(second / "metrics.jsonl") if not r.get("final")]
     assert [r["iteration"] for r in records] == [5, 6, 7, 8]
@@ -112,7 +112,7 @@ def test_resume_continues_iteration_and_restores_optimizers(tmp_path):
     assert saved_rows > 0 and records[0]["buffer_size"] == saved_rows
     resumed = torch.load(second / "final_policy.pt", weights_only=False)
     assert resumed["iteration"] == 8
-    wm_updates = sum(1 for r in records if "wm/loss" in r) * 2  # pwm_tiny: 2 wm iterations
+    wm_updates = sum(1 for r in records if "wm/loss" in r) * 2  # bundled_tiny: 2 wm iterations
     assert wm_updates > 0
     # Adam continued, not restarted, and the world model's warm-up did not run a second time.
     assert step(resumed) == step(saved) + wm_updates
@@ -120,11 +120,11 @@ def test_resume_continues_iteration_and_restores_optimizers(tmp_path):
 
 
 def test_resume_without_buffer_refills_from_scratch(tmp_path):
-    code, first = run_tiny(tmp_path, "general.checkpoint_buffer=false")
+    code, first = run_tiny(tmp_path, "general.save_buffer=false")
     assert code == 0
     assert "buffer" not in torch.load(first / "latest_checkpoint.pt", weights_only=False)
     time.sleep(1.0)
-    code, second = run_tiny(tmp_path, f"general.checkpoint={first / 'latest_checkpoint.pt'}", "general.epochs=6")
+    code, second = run_tiny(tmp_path, f"general.checkpoint={first / 'latest_checkpoint.pt'}", "alg.max_epochs=6")
     assert code == 0
     records = [r for r in runs.read_metrics(second / "metrics.jsonl") if not r.get("final")]
     assert [(r["iteration"], r["buffer_size"]) for r in records][0] == (5, 0)
@@ -133,7 +133,7 @@ def test_resume_without_buffer_refills_from_scratch(tmp_path):
 def test_sigterm_saves_latest_checkpoint_and_exits_nonzero(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
-    cmd = [sys.executable, "-m", "gpuprobe_pwm.train", *TINY, "general.epochs=100000", "general.save_interval=100000",
+    cmd = [sys.executable, "-m", "gpuprobe_pwm.train", *TINY, "alg.max_epochs=100000", "alg.save_interval=100000",
            "general.logdir=logs"]  # relative: must resolve against the cwd at start-up
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -162,7 +162,7 @@ def test_sigterm_saves_latest_checkpoint_and_exits_nonzero(tmp_path):
     # The pre-empted run resumes from what SIGTERM saved and continues its count.
     stopped_at = int(state["iteration"])
     code, resumed = run_tiny(tmp_path, f"general.checkpoint={run_dir / 'latest_checkpoint.pt'}",
-                             f"general.epochs={stopped_at + 2}")
+                             f"alg.max_epochs={stopped_at + 2}")
     assert code == 0 and resumed != run_dir
     records = [r for r in runs.read_metrics(resumed / "metrics.jsonl") if not r.get("final")]
     assert [r["iteration"] for r in records] == [stopped_at + 1, stopped_at + 2]
@@ -180,7 +180,7 @@ def test_paths_resolved_at_start(tmp_path, monkeypatch):
     rel = resolve_config(compose_config([*TINY, "general.logdir=out/logs", "general.checkpoint=x.pt"]), tmp_path)
     assert rel.logdir == (tmp_path / "out" / "logs").resolve()
     assert rel.checkpoint == (tmp_path / "x.pt").resolve()
-    assert resolve_config(compose_config([*TINY, "general.max_iterations=7"]), tmp_path).general["epochs"] == 7
+    assert resolve_config(compose_config([*TINY, "alg.max_epochs=7"]), tmp_path).config["alg"]["max_epochs"] == 7
 
 
 def test_metadata_without_git(monkeypatch):
@@ -209,7 +209,7 @@ def test_find_run_through_index_without_link(tmp_path):
 
 
 def test_time_limit_finishes_normally(tmp_path):
-    code, run_dir = run_tiny(tmp_path, "general.epochs=1000", "general.time_limit_minutes=0.00001")
+    code, run_dir = run_tiny(tmp_path, "alg.max_epochs=1000", "general.time_limit_minutes=0.00001")
     assert code == 0
     state = torch.load(run_dir / "final_policy.pt", weights_only=False)
     assert state["iteration"] < 1000
