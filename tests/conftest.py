@@ -12,6 +12,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+INDEX_ENV = "GPUPROBE_INDEX_DIR"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_index_dir(tmp_path_factory):
+    """Result indexes of the suite go to a folder of its own, not the user's cache."""
+    os.environ[INDEX_ENV] = str(tmp_path_factory.mktemp("index-cache"))
+    yield
 
 
 @dataclass
@@ -34,7 +42,7 @@ class CliRun:
 
 
 def run_gpuprobe(args: list[str], results: Path | None, env: dict | None = None, timeout: float = 120) -> CliRun:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPROBE_")}
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPROBE_") or k == INDEX_ENV}
     full_env["PYTHONPATH"] = str(ROOT)
     full_env.update(env or {})
     cmd = [sys.executable, "-m", "gpuprobe", *args]

@@ -81,7 +81,7 @@ def test_corrupt_files_are_reported_and_skipped(field):
     (field / "broken.result.json").write_text('{"schema": 1, "stages": [')
     (field / "alien.result.json").write_text('{"hello": "world"}')
     m = mx.build([field])
-    assert {Path(s["path"]).name for s in m["skipped"]} == {"broken.result.json", "alien.result.json"}
+    assert {Path(s["file"]).name for s in m["skipped"]} == {"broken.result.json", "alien.result.json"}
     assert m["skipped_message"].startswith("skipped 2 unreadable files: ")
     assert _row(m, "L40S")["cells"]["buffer"]["summary"] == "hang 3/3"
 

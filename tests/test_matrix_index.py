@@ -18,7 +18,8 @@ def _refresh(folder, **kw):
 def test_warm_refresh_reads_only_changed_files(tmp_path):
     paths = [make_result(tmp_path, "l40s", f"n{i}", {"buffer": "hang"}, at=T0 + timedelta(hours=i)) for i in range(3)]
     first = _refresh(tmp_path)
-    assert (first.files, first.read) == (3, 3) and first.index_path == tmp_path / ix.INDEX_NAME
+    assert (first.files, first.read) == (3, 3) and first.index_path is not None
+    assert tmp_path not in first.index_path.parents  # never inside the results folder
     assert _refresh(tmp_path).read == 0
     make_result(tmp_path, "l40s", "n0", {"buffer": "pass"}, run_id=paths[0].name.split(".")[0])  # rewritten
     paths[1].unlink()
@@ -41,24 +42,17 @@ def test_quick_refresh_trusts_folder_mtimes_but_sees_new_files(tmp_path):
     assert not stats.quick and stats.files == 2
 
 
-def test_corrupt_index_is_rebuilt(tmp_path):
-    make_result(tmp_path, "l40s", "n1", {"buffer": "hang"})
-    _refresh(tmp_path)
-    (tmp_path / ix.INDEX_NAME).write_bytes(b"this is not sqlite" * 100)
-    stats = _refresh(tmp_path)
-    assert stats.files == 1 and stats.read == 1
-
-
-def test_unwritable_results_folder_uses_the_cache_folder(tmp_path, monkeypatch):
+def test_an_unusable_index_place_falls_to_the_next(tmp_path, monkeypatch):
     make_result(tmp_path / "ro", "l40s", "n1", {"buffer": "hang"})
     cache = tmp_path / "cache" / "idx.sqlite"
+    cache.parent.mkdir()
     blocked = tmp_path / "file-not-folder"
     blocked.write_text("")
-    # the first place cannot hold a folder (a file is in the way), as on a read-only mount
-    monkeypatch.setattr(ix, "index_paths", lambda folder: [blocked / "index.sqlite", cache])
+    # the first place cannot hold a file (a file is in the way of its folder), as on a read-only mount
+    monkeypatch.setattr(ix, "index_paths", lambda folder: iter([blocked / "index.sqlite", cache]))
     stats = _refresh(tmp_path / "ro")
     assert stats.index_path == cache and cache.exists()
-    monkeypatch.setattr(ix, "index_paths", lambda folder: [blocked / "index.sqlite"])
+    monkeypatch.setattr(ix, "index_paths", lambda folder: iter([blocked / "index.sqlite"]))
     stats = _refresh(tmp_path / "ro")
     assert stats.index_path is None and stats.files == 1  # no cache at all: still answers
     m = mx.build([tmp_path / "ro"])

@@ -18,7 +18,8 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gpuprobe.store.index import STACK_FIELDS, RefreshStats, ResultIndex, describe_unreadable, normalise_time
+from gpuprobe.store.index import (BUSY_TIMEOUT_S, STACK_FIELDS, RefreshStats, describe_unreadable, normalise_time,
+                                  open_index, skipped_files)
 from gpuprobe.store.results import SEVERITY, utc_now
 from gpuprobe.run.stages import STAGE_NAMES, STATIC_STAGES
 
@@ -88,11 +89,13 @@ class Evidence:
         return describe_unreadable(self.stats)
 
 
-def open_evidence(folders: list[Path], cache: bool = True, quick: bool = False) -> Evidence:
+def open_evidence(folders: list[Path], cache: bool = True, quick: bool = False, wait_s: float = BUSY_TIMEOUT_S,
+                  direct_limit: int | None = None) -> Evidence:
     """Refresh each folder's index and attach them all to one in-memory connection.
 
     The union views ``runs`` and ``stacks`` cover every folder; ``quick`` trusts folder
-    mtimes (preflight) instead of stat-ing every file (matrix).
+    mtimes (preflight) instead of stat-ing every file (matrix). ``wait_s`` and
+    ``direct_limit``: what to do when an index is locked (:func:`open_index`).
     """
     folders = list(dict.fromkeys(Path(f).expanduser().resolve() for f in folders))
     if len(folders) > MAX_FOLDERS:
@@ -101,13 +104,8 @@ def open_evidence(folders: list[Path], cache: bool = True, quick: bool = False) 
     conn = sqlite3.connect(":memory:", isolation_level=None)
     with ExitStack() as stack:
         for i, folder in enumerate(folders):
-            idx = stack.enter_context(ResultIndex(folder, cache=cache))
-            try:
-                stats = idx.refresh(quick=quick)
-            except sqlite3.OperationalError as exc:  # an index we can read but not update
-                log.info("index %s: %s; using a throw-away index", idx.path, exc)
-                idx = stack.enter_context(ResultIndex(folder, cache=False))
-                stats = idx.refresh()
+            idx, stats = open_index(folder, cache=cache, quick=quick, wait_s=wait_s, direct_limit=direct_limit)
+            stack.enter_context(idx)
             ev.stats.append(stats)
             conn.execute(f"ATTACH DATABASE ? AS i{i}", (str(idx.db_file),))
             if idx.path is None:  # throw-away index: copy it before the file goes
@@ -230,7 +228,7 @@ def build(folders: list[Path], view: str = "stack", flt: MatrixFilter | None = N
         "filters": {k: v for k, v in asdict(flt).items() if v},
         "sources": [{"folder": str(s.folder), "files": s.files, "read": s.read,
                      "index": str(s.index_path) if s.index_path else None} for s in ev.stats],
-        "skipped": [{"path": str(s.folder / p), "error": e} for s in ev.stats for p, e in s.unreadable],
+        "skipped": skipped_files(ev.stats),
         "skipped_message": ev.unreadable_message, "generated_at": utc_now(),
     }
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from gpuprobe import exitcodes
 from gpuprobe.node.fingerprint import Fingerprint
-from gpuprobe.store.index import stack_id
+from gpuprobe.store.index import DIRECT_LIMIT, PREFLIGHT_WAIT_S, stack_id
 from gpuprobe.run.stages import STAGE_NAMES
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,8 @@ def lookup(folders: list[Path], fp: Fingerprint, stages: list[str], cache: bool 
 
     key = fp.stack_key()
     provenances = PROVENANCES + ("simulated",) if fp.simulated else PROVENANCES
-    ev = open_evidence(folders, cache=cache, quick=True)
+    # a locked index must not hold a job start: past its budget, read the files or answer 75
+    ev = open_evidence(folders, cache=cache, quick=True, wait_s=PREFLIGHT_WAIT_S, direct_limit=DIRECT_LIMIT)
     try:
         exact = _lookup(ev.conn, "stack_id", stack_id(key), stages, provenances)
         missing = [s for s in stages if s not in exact]

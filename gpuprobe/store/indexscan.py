@@ -1,0 +1,110 @@
+"""Reading a results folder for the index: listing it, and loading one file, hostile ones included.
+
+Whatever a folder holds (a FIFO or a device named like a result, a link loop, a 200,000-deep
+document, a number SQLite cannot store) costs one skipped file with its reason, never a
+hang or a crash of the reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import stat
+import time
+from pathlib import Path
+
+from gpuprobe.store.results import SUFFIX, ResultFileError, read_result
+
+log = logging.getLogger(__name__)
+
+MAX_FILE_BYTES = 64 << 20     # a result file is tens of kB; bigger is not ours (the record loader has its own cap)
+INT64 = (-(1 << 63), (1 << 63) - 1)
+# A folder modified this recently may still change within the same mtime tick (1 s on
+# some NFS servers): its mtime is not trusted for the quick "nothing changed" check.
+MTIME_SETTLE_NS = 2_000_000_000
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def load(path: Path) -> dict:
+    """The one place the index reads a result file; ResultFileError says why it cannot.
+
+    Checked before opening, so that nothing blocks (a FIFO) or runs away (a device, a huge
+    file): then read_result's own checks. The typed record's validating loader replaces this.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ResultFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ResultFileError(f"{path}: {_kind(st.st_mode)}, not a result file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise ResultFileError(f"{path}: {st.st_size} bytes, more than a result file may hold ({MAX_FILE_BYTES})")
+    try:
+        return read_result(path)
+    except RecursionError:
+        raise ResultFileError(f"{path}: nested too deeply to be a result file") from None
+    except UnicodeDecodeError as exc:
+        raise ResultFileError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def sql_value(where: str, value: object) -> None:
+    """Raise ValueError unless SQLite can hold ``value`` as it is (the file is then skipped)."""
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not INT64[0] <= value <= INT64[1]:
+            raise ValueError(f"{where}: an integer out of SQLite's 64-bit range")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: a non-finite number ({value})")
+    elif isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where}: text that is not valid Unicode (a lone surrogate)") from None
+    else:
+        raise ValueError(f"{where}: a {type(value).__name__} where text or a number belongs")
+
+
+def scan(folder: Path) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
+    """Every entry named like a result file (relative path -> (mtime_ns, size)), and every
+    folder's mtime. Entries that are not regular files are listed too, so that they are
+    reported as skipped rather than silently left out."""
+    files: dict[str, tuple[int, int]] = {}
+    dirs: dict[str, int] = {}
+    now = time.time_ns()
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        here = folder / rel if rel else folder
+        try:
+            mtime = os.stat(here).st_mtime_ns  # before listing: a later change shows next time
+            dirs[rel or "."] = mtime if now - mtime > MTIME_SETTLE_NS else -1
+            with os.scandir(here) as it:
+                for entry in it:
+                    name = entry.name
+                    if name.startswith("."):
+                        continue  # temporary files of atomic writers
+                    sub = f"{rel}/{name}" if rel else name
+                    if name.endswith(SUFFIX):
+                        try:
+                            st = entry.stat()
+                        except OSError:
+                            try:  # a dangling or looping link: skipped with its reason
+                                st = entry.stat(follow_symlinks=False)
+                            except OSError:
+                                continue  # renamed away between listing and stat
+                        files[sub] = (st.st_mtime_ns, st.st_size)
+                    elif entry.is_dir(follow_symlinks=False):
+                        stack.append(sub)
+        except OSError as exc:
+            log.warning("cannot list %s: %s", here, exc.strerror or exc)
+    return files, dirs
