@@ -186,6 +186,11 @@ def convert(path: Path) -> tuple[str | None, tuple]:
     """``(None, (facts, rows, stack))`` for a usable file, else ``(reason, ())``."""
     try:
         facts, rows, stack = extract(load(path))
+    except ResultFileError as exc:
+        return str(exc).replace(f"{path}: ", "", 1)[:300], ()
+    except Exception as exc:  # noqa: BLE001 - untrusted content: any failure to convert it means a malformed file
+        return f"malformed result: {type(exc).__name__}: {exc}"[:300], ()
+    try:  # what SQLite could not store, or would store as something else
         for name, value in facts.items():
             sql_value(name, value)
         for i, row in enumerate(rows):
@@ -193,10 +198,8 @@ def convert(path: Path) -> tuple[str | None, tuple]:
                 sql_value(f"stage {i} {name}", value)
         for name, value in stack.items():
             sql_value(f"stack {name}", value)
-    except ResultFileError as exc:
-        return str(exc).replace(f"{path}: ", "", 1)[:300], ()
-    except Exception as exc:  # noqa: BLE001 - untrusted content: any failure to convert it means a malformed file
-        return f"malformed result: {type(exc).__name__}: {exc}"[:300], ()
+    except ValueError as exc:
+        return f"malformed result: {exc}"[:300], ()
     return None, (facts, rows, stack)
 
 
