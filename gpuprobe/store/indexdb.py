@@ -79,11 +79,12 @@ def _ok_file(path: Path) -> Path:
     return path.with_name(path.name + ".ok")
 
 
-def mark_sound(path: Path, conn: sqlite3.Connection) -> None:
+def mark_sound(path: Path, conn: sqlite3.Connection, schema: str = "main") -> None:
     """After our own write: copy the WAL into the file and remember the file as checked, so
-    the next open does not check it again."""
+    the next open does not check it again (every writer calls it: the refresh, the matrix
+    keeping an answer). ``schema``: the name the file is attached as on ``conn``."""
     try:
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        conn.execute(f"PRAGMA {schema}.wal_checkpoint(PASSIVE)")
         stamp = _stamp(path)
         if stamp:
             tmp = _ok_file(path).with_suffix(f".{os.getpid()}.tmp")

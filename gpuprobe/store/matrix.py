@@ -20,6 +20,7 @@ from pathlib import Path
 
 from gpuprobe.store.index import (BUSY_TIMEOUT_S, STACK_FIELDS, RefreshStats, describe_unreadable, normalise_time,
                                   open_index, skipped_files)
+from gpuprobe.store.indexdb import mark_sound
 from gpuprobe.store.results import SEVERITY, utc_now
 from gpuprobe.run.stages import STAGE_NAMES, STATIC_STAGES
 
@@ -220,7 +221,7 @@ def build(folders: list[Path], view: str = "stack", flt: MatrixFilter | None = N
             rows = [{"id": gid, "key": _row_label(view, gid, stacks, ev.conn),
                      "cells": {s: cells.get((gid, s)) for s in stages}} for gid in row_ids]
             if key:
-                _store_answer(ev.conn, key, json.dumps(rows))
+                _store_answer(ev.conn, key, json.dumps(rows), ev.stats[0].index_path)
     finally:
         ev.close()
     return {
@@ -255,13 +256,16 @@ def _stored_answer(conn: sqlite3.Connection, key: str) -> str | None:
     return row[0] if row else None
 
 
-def _store_answer(conn: sqlite3.Connection, key: str, data: str) -> None:
+def _store_answer(conn: sqlite3.Connection, key: str, data: str, index_path: Path | None = None) -> None:
     try:
         conn.execute("INSERT OR REPLACE INTO i0.answers VALUES (?, 0, ?)", (key, data))
         conn.execute(f"DELETE FROM i0.answers WHERE rowid NOT IN (SELECT rowid FROM i0.answers"
                      f" ORDER BY rowid DESC LIMIT {MAX_ANSWERS})")
     except sqlite3.OperationalError as exc:  # read-only or busy: the answer is only a shortcut
         log.info("answer not kept: %s", exc)
+        return
+    if index_path is not None:  # our own write: the next open need not check the file again
+        mark_sound(index_path, conn, "i0")
 
 
 def _columns(view: str) -> list[str]:
