@@ -30,7 +30,7 @@ from gpuprobe.run.stages import STATIC_STAGES
 @output_option
 @click.option("--write", "write_default", is_flag=True,
               help="Write to MATRIX.<md|json|html|prom> in the (first) results folder, e.g. reports/MATRIX.md.")
-@click.option("--no-cache", is_flag=True, help="Do not read or write the index (.gpuprobe-cache/index.sqlite).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the index (the local cache of the results): read every file.")
 @json_option
 def matrix(results: tuple[Path, ...], view: str, models: tuple[str, ...], stages: tuple[str, ...],
            hosts: tuple[str, ...], since: str | None, provenance: tuple[str, ...], compare: tuple[str, str] | None,
@@ -39,9 +39,9 @@ def matrix(results: tuple[Path, ...], view: str, models: tuple[str, ...], stages
 
     A cell counts the runs by status ("hang 3/3"), with the last run's date and the median
     duration; known-issue signatures are listed with their remedies. Results are read
-    through an index per results folder (.gpuprobe-cache/index.sqlite, or the user cache folder
-    when the results folder is read-only), so only new or changed files are read.
-    Unreadable (corrupt, partial) files are reported and skipped.
+    through an index per results folder (a cache on local disk, ~/.cache/gpuprobe/index/), so
+    only new or changed files are read. Unreadable files (corrupt, partial, hostile) are
+    reported and skipped ("skipped" in --json).
 
     \b
     Example:
