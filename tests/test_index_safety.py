@@ -133,6 +133,23 @@ def test_a_refresh_decides_under_the_lock_what_another_one_already_wrote(tmp_pat
         assert a.conn.execute("SELECT COUNT(*) FROM stage_runs").fetchone()[0] == expected
 
 
+def test_a_stale_listing_never_removes_what_another_process_added(tmp_path, monkeypatch):
+    """A refresh whose scan predates another process's changes: it neither removes the file
+    that process added and indexed, nor reports the file that process saw removed."""
+    paths = [make_result(tmp_path, "h200", f"n{i}", {"cuda": "pass"}) for i in range(3)]
+    _refresh(tmp_path)
+    stale = ix.scan(tmp_path)
+    paths[0].unlink()
+    make_result(tmp_path, "h200", "n9", {"cuda": "pass"})
+    assert _refresh(tmp_path).files == 3  # the other process: one gone, one new
+    monkeypatch.setattr(ix, "scan", lambda folder: stale)
+    stats = _refresh(tmp_path)
+    assert (stats.files, stats.unreadable) == (3, [])
+    monkeypatch.undo()
+    assert sorted(p for p in ix.scan(tmp_path)[0]) == sorted(
+        p for (p,) in sqlite3.connect(stats.index_path).execute("SELECT path FROM files"))
+
+
 # -- corrupt and foreign indexes -----------------------------------------------------------
 def _garbage_past_the_header(db: Path) -> None:
     size = db.stat().st_size
@@ -216,17 +233,24 @@ def test_locked_index_preflight_reads_the_files_directly(tmp_path):
     assert len(lines) == 1 and "read the 4 result files directly" in lines[0], proc.stderr
 
 
-def test_locked_index_and_too_many_files_answers_75(tmp_path):
+def test_locked_index_and_too_many_files_answers_75(tmp_path, monkeypatch):
+    from gpuprobe.node import fingerprint
+    from gpuprobe.store import preflight as pf
+
     field_report(tmp_path)
     db = _refresh(tmp_path).index_path
+    monkeypatch.setattr(pf, "PREFLIGHT_WAIT_S", 0.05)
+    monkeypatch.setattr(pf, "DIRECT_LIMIT", 3)  # the field report's 4 files are "too many" here
     holder = _hold_exclusive(db)
     try:
         with pytest.raises(ix.IndexBusy) as err:
             mx.open_evidence([tmp_path], quick=True, wait_s=0.05, direct_limit=3)
+        verdict = pf.evaluate([tmp_path], fingerprint.load(FIXTURES / "l40s-node.fingerprint.json"), ["buffer"])
     finally:
         holder.close()
     assert err.value.exit_code == exitcodes.TEMPFAIL == 75
     assert "locked" in str(err.value) and "4 result files" in str(err.value) and "\n" not in str(err.value)
+    assert (verdict.verdict, verdict.exit_code) == (pf.TRANSIENT, 75) and "answering 75" in verdict.reason
 
 
 def test_a_writer_holding_the_lock_does_not_stop_readers(tmp_path):

@@ -305,7 +305,8 @@ class ResultIndex:
         seen, dirs = scan(self.folder) if self.folder.is_dir() else ({}, {})
         known = self._stamps()
         todo = sorted(p for p, ms in seen.items() if known.get(p) != ms)
-        if not todo and len(known) == len(seen) and self._same_dirs(dirs):
+        gone = [p for p in known if p not in seen]
+        if not todo and not gone and self._same_dirs(dirs):
             return
         read = removed = 0
         # Files are read and converted outside the lock, a chunk at a time (memory stays
@@ -315,16 +316,17 @@ class ResultIndex:
             chunk = todo[start:start + CHUNK]
             converted = {rel: convert(self.folder / rel) for rel in chunk}
             last = start + CHUNK >= len(todo)
-            r, g = self._write(seen, chunk, converted, dirs if last else None)
+            r, g = self._write(seen, chunk, converted, (gone, dirs) if last else None)
             read, removed = read + r, removed + g
         stats.read, stats.removed = read, removed
         if self.path is not None:
             indexdb.mark_sound(self.path, self.conn)
 
     def _write(self, seen: dict[str, tuple[int, int]], chunk: list[str], converted: dict,
-               dirs: dict[str, int] | None) -> tuple[int, int]:
+               last: tuple[list[str], dict[str, int]] | None) -> tuple[int, int]:
         """One transaction: this chunk's files that are (still) new or changed, and, with the
-        last chunk (``dirs``), the files gone and the folder mtimes."""
+        last chunk (``last``: files gone since the index last saw them, folder mtimes), the
+        removals and the folder mtimes."""
         cur = self.conn
         cur.execute("BEGIN IMMEDIATE")  # the write lock: from here on, nobody else decides
         try:
@@ -333,16 +335,20 @@ class ResultIndex:
                 f"SELECT path, mtime_ns, size FROM files WHERE path IN ({marks})", chunk)} if chunk else {}
             changed = [p for p in chunk if known.get(p) != seen[p]]
             gone: list[str] = []
-            if dirs is not None:
-                gone = [p for (p,) in cur.execute("SELECT path FROM files") if p not in seen]
+            if last is not None:
+                # still indexed and still absent: not a file another process added after our scan
+                gone = [p for p in last[0] if not os.path.lexists(self.folder / p) and
+                        cur.execute("SELECT 1 FROM files WHERE path=?", (p,)).fetchone()]
             for rel in gone:
                 cur.execute("DELETE FROM stage_runs WHERE path=?", (rel,))
                 cur.execute("DELETE FROM files WHERE path=?", (rel,))
             for rel in changed:
+                if converted[rel][0] is not None and not os.path.lexists(self.folder / rel):
+                    continue  # removed since our scan (a stale listing): not a file to report
                 self._store(rel, seen[rel], *converted[rel])
-            if dirs is not None:
+            if last is not None:
                 cur.execute("DELETE FROM dirs")
-                cur.executemany("INSERT INTO dirs VALUES (?, ?)", dirs.items())
+                cur.executemany("INSERT INTO dirs VALUES (?, ?)", last[1].items())
             if changed or gone:  # answers computed before this refresh are stale now
                 cur.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
                 cur.execute("DELETE FROM answers")

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from gpuprobe import exitcodes
 from gpuprobe.node.fingerprint import Fingerprint
-from gpuprobe.store.index import DIRECT_LIMIT, PREFLIGHT_WAIT_S, stack_id
+from gpuprobe.store.index import DIRECT_LIMIT, PREFLIGHT_WAIT_S, IndexBusy, stack_id
 from gpuprobe.run.stages import STAGE_NAMES
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,11 @@ def evaluate(folders: list[Path], fp: Fingerprint, stages: list[str] | None = No
                                "may land here again)",
                                "ask an admin to check the GPU (nvidia-smi -q; Xid errors in dmesg)"])
     static = static_evidence(fp)
-    evidence, sources, skipped = lookup(folders, fp, stages, cache=cache)
+    try:
+        evidence, sources, skipped = lookup(folders, fp, stages, cache=cache)
+    except IndexBusy as exc:  # a locked index and too many files to read in the budget: say so, exit 75
+        return Verdict(TRANSIENT, exitcodes.TEMPFAIL, str(exc), node, [StageEvidence(s) for s in stages],
+                       advice=["retry in a moment, or pass --no-cache to read every result file (slower)"])
     live_run = None
     if live and not (static and static.bad):  # the binaries cannot run here: nothing to probe
         probed, live_run = live_probe(live, folders[0], live_timeout)
