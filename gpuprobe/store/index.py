@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS stage_runs (
   run_id TEXT, stage TEXT, gpu INTEGER, status TEXT, duration_s REAL, at TEXT,
   provenance TEXT, hostname TEXT, stack_id TEXT, gpu_model TEXT, reason TEXT, last_mark TEXT,
   cpu_pct REAL, signatures TEXT, PRIMARY KEY (path, seq));
+CREATE INDEX IF NOT EXISTS files_skipped ON files(path) WHERE error IS NOT NULL;
 CREATE INDEX IF NOT EXISTS stage_runs_stack ON stage_runs(stack_id, stage);
 CREATE INDEX IF NOT EXISTS stage_runs_model ON stage_runs(gpu_model, stage);
 """
@@ -405,7 +406,7 @@ def open_index(folder: Path, cache: bool = True, quick: bool = False, wait_s: fl
         except IndexLocked as exc:
             idx.close()
             locked = exc
-        except sqlite3.OperationalError as exc:
+        except (sqlite3.OperationalError, indexdb.IndexCorrupt) as exc:  # read-only; bad even when rebuilt
             idx.close()
             log.info("index %s: %s; using a throw-away index", idx.path, exc)
             idx = ResultIndex(folder, cache=False)
