@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -98,14 +99,36 @@ def prepare(folder: Path, n: int, hostile: float) -> dict:
     return out
 
 
+CPU: list[float] = []   # user + system CPU seconds of each matrix run, in order
+
+
 def run_matrix(folder: Path, env: dict) -> tuple[float, dict]:
+    """Wall seconds and the answer; the run's CPU seconds go to CPU (on a loaded machine the
+    CPU time is the steadier figure: wall time includes waiting for a core)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "gpuprobe", "matrix", "--results", str(folder), "--format", "json"],
                           capture_output=True, text=True, env=env, cwd=ROOT)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"gpuprobe matrix failed ({proc.returncode}): {proc.stderr[-500:]}")
     return elapsed, json.loads(proc.stdout)
+
+
+def index_only(folder: Path, env: dict) -> tuple[float, float]:
+    """The index's share: wall and CPU seconds of refreshing it (open_index), in a fresh
+    interpreter, without the matrix's aggregation."""
+    code = ("import json, sys, time; t = time.perf_counter(); c = time.process_time()\n"
+            "from gpuprobe.store.index import open_index\n"
+            "idx, st = open_index(sys.argv[1]); idx.close()\n"
+            "print(json.dumps([time.perf_counter() - t, time.process_time() - c, st.files]))")
+    proc = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"open_index failed: {proc.stderr[-500:]}")
+    wall, cpu, _files = json.loads(proc.stdout)
+    return wall, cpu
 
 
 def check(data: dict, expect: dict) -> None:
@@ -140,13 +163,19 @@ def main() -> None:
         t, data = run_matrix(folder, env)
         check(data, expect)
         warm.append(t)
-    new, again = [], []
+    idx_warm = [index_only(folder, env) for _ in range(args.repeat)]
+    new, again, idx_new = [], [], []
     template = json.loads(next(p for p in sorted(folder.rglob("*.result.json")) if p.is_file()
                                and not p.is_symlink() and p.stat().st_size < 1 << 20).read_text())
     for k in range(args.repeat):
         doc = dict(template, run_id=f"new{k}-{time.time_ns()}")
         (folder / "000" / f"{doc['run_id']}.result.json").write_text(json.dumps(doc))
         expect = dict(expect, files=expect["files"] + 1, stage_runs=expect["stage_runs"] + len(doc["stages"]))
+        if k == args.repeat - 1:  # the index's share of one new file, then the whole matrix after another
+            idx_new.append(index_only(folder, env))
+            doc = dict(template, run_id=f"new{k}b-{time.time_ns()}")
+            (folder / "000" / f"{doc['run_id']}.result.json").write_text(json.dumps(doc))
+            expect = dict(expect, files=expect["files"] + 1, stage_runs=expect["stage_runs"] + len(doc["stages"]))
         t, data = run_matrix(folder, env)
         check(data, expect)
         new.append(t)
@@ -158,12 +187,20 @@ def main() -> None:
     quick_check = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
     qc_s = time.perf_counter() - t0
     conn.close()
+    r = args.repeat
+    cpu = {"cold": CPU[0], "warm": CPU[1:1 + r], "new": CPU[1 + r::2], "after": CPU[2 + r::2]}
+    med = statistics.median
     print(json.dumps({
         "files": expect["files"], "hostile": expect["hostile"], "stage_runs": expect["stage_runs"],
         "generate_s": expect.get("generate_s"), "cold_s": round(cold, 2),
         "warm_median_s": round(statistics.median(warm), 3), "warm_all_s": [round(x, 3) for x in warm],
         "one_new_file_median_s": round(statistics.median(new), 3), "one_new_file_all_s": [round(x, 3) for x in new],
         "after_that_all_s": [round(x, 3) for x in again], "counts_exact": True,
+        "cpu_s": {"cold": round(cpu["cold"], 2), "warm_median": round(med(cpu["warm"]), 3),
+                  "one_new_file_median": round(med(cpu["new"]), 3), "after_that_median": round(med(cpu["after"]), 3)},
+        "index_only_warm_s": {"wall_median": round(med(w for w, _ in idx_warm), 3),
+                              "cpu_median": round(med(c for _, c in idx_warm), 3)},
+        "index_only_one_new_file_s": {"wall": round(idx_new[0][0], 3), "cpu": round(idx_new[0][1], 3)},
         "index_bytes": index_file.stat().st_size, "quick_check_s": round(qc_s, 3), "quick_check": quick_check,
         "machine": where, "load_avg_end": round(os.getloadavg()[0], 2), "folder": str(folder)}))
 
