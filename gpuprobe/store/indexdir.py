@@ -22,7 +22,6 @@ import hashlib
 import logging
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -61,6 +60,8 @@ def candidate_dirs() -> Iterator[Path]:
         yield platformdirs.user_cache_path("gpuprobe") / "index" / host
     except Exception as exc:  # noqa: BLE001 - a broken HOME must not stop a reader
         log.info("no user cache folder: %s", exc)
+    import tempfile  # only here: preflight's start-up pays for what it uses
+
     uid = os.getuid()
     for base in dict.fromkeys(("/var/tmp", tempfile.gettempdir())):
         yield Path(base) / f"gpuprobe-{uid}" / "index" / host
