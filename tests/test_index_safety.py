@@ -120,12 +120,72 @@ def test_concurrent_matrix_on_a_fresh_index_counts_every_run_once(folder_300, tm
         assert conn.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 300
 
 
+WRITER = """
+import sys
+from datetime import timedelta
+from pathlib import Path
+from result_factory import T0, make_result
+folder, w, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+for i in range(n):
+    make_result(folder / f"w{w}", "l40s", f"w{w}", {"cuda": "pass", "buffer": "pass"}, at=T0 + timedelta(minutes=i))
+"""
+READER = """
+import json, sys
+from gpuprobe.cli.main import main
+for _ in range(int(sys.argv[2])):
+    try:
+        main(["matrix", "--results", sys.argv[1], "--json"])
+    except SystemExit as exc:
+        assert exc.code == 0, exc.code
+"""
+
+
+@pytest.mark.timeout(600)
+def test_writers_and_readers_at_once_never_overcount(tmp_path):
+    """8 processes write runs (2 stages each) while 4 read the matrix 3 times each: no answer
+    counts more than every run written, and once the writers are done it is exact."""
+    folder = tmp_path / "res"
+    folder.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPROBE_")}
+    env.update({"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", INDEX_ENV: str(tmp_path / "cache")})
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(folder), str(w), "15"], env=env, cwd=ROOT,
+                                stderr=subprocess.PIPE, text=True) for w in range(8)]
+    readers = [subprocess.Popen([sys.executable, "-c", READER, str(folder), "3"], env=env, cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    for w in writers:
+        assert w.wait(timeout=300) == 0, w.stderr.read()
+    answers = []
+    for r in readers:
+        out, err = r.communicate(timeout=300)
+        assert r.returncode == 0, err
+        answers += _json_docs(out)
+    assert len(answers) == 12
+    for data in answers:
+        runs = sum(c["runs"] for row in data["rows"] for c in row["cells"].values() if c)
+        assert runs <= 2 * 8 * 15 and not data["skipped"], runs
+    final = mx.build([folder])
+    assert sum(c["runs"] for row in final["rows"] for c in row["cells"].values() if c) == 2 * 8 * 15
+    assert final["sources"][0]["files"] == 8 * 15
+
+
+def _json_docs(text: str) -> list[dict]:
+    """The JSON documents printed one after another."""
+    decoder, docs, i = json.JSONDecoder(), [], 0
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+            continue
+        doc, i = decoder.raw_decode(text, i)
+        docs.append(doc)
+    return docs
+
+
 def test_a_refresh_decides_under_the_lock_what_another_one_already_wrote(tmp_path):
     """Two refreshes that both saw the same new files before either wrote: the second
     writes nothing (the old code inserted every stage again)."""
     expected = _folder_of(6, tmp_path)
     with ix.ResultIndex(tmp_path) as a, ix.ResultIndex(tmp_path) as b:
-        seen, _ = ix.scan(a.folder)
+        seen, _, _ = ix.scan(a.folder)
         todo = sorted(seen)
         converted = {rel: ix.convert(a.folder / rel) for rel in todo}
         assert b.refresh().read == 6                      # b indexes them first
@@ -142,7 +202,7 @@ def test_a_stale_listing_never_removes_what_another_process_added(tmp_path, monk
     paths[0].unlink()
     make_result(tmp_path, "h200", "n9", {"cuda": "pass"})
     assert _refresh(tmp_path).files == 3  # the other process: one gone, one new
-    monkeypatch.setattr(ix, "scan", lambda folder: stale)
+    monkeypatch.setattr(ix, "scan", lambda folder, trust=None: stale)
     stats = _refresh(tmp_path)
     assert (stats.files, stats.unreadable) == (3, [])
     monkeypatch.undo()

@@ -97,3 +97,25 @@ def test_compare_forgets_the_stack_of_a_rewritten_result(tmp_path):
     make_result(tmp_path, "h200", "h1", {"buffer": "pass"}, torch="2.13.0+cu128", run_id=path.name.split(".")[0])
     text = str(matrix_compare.compare([tmp_path], "L40S", "H200"))
     assert "2.5.0+cu124" not in text  # only what some result file still says is evidence
+
+
+def test_unchanged_folders_are_trusted_between_full_checks(tmp_path, monkeypatch):
+    """A folder whose mtime did not change has no new, removed or replaced file: its files
+    are not stat-ed, except by the full check every FULL_CHECK_S (an in-place edit, which
+    gpuprobe never does, shows then)."""
+    a = make_result(tmp_path / "a", "l40s", "n1", {"buffer": "hang"})
+    b = make_result(tmp_path / "b", "h200", "h1", {"buffer": "pass"})
+    for d in (tmp_path, tmp_path / "a", tmp_path / "b"):
+        os.utime(d, ns=(10**18, 10**18))  # settled long ago
+    assert _refresh(tmp_path, full=True).read == 2   # notes the settled mtimes
+    b.write_text(b.read_text().replace('"pass"', '"fail"'))  # in place: b's mtime stays
+    os.utime(b, ns=(2 * 10**18, 2 * 10**18))
+    make_result(tmp_path / "a", "l40s", "n2", {"buffer": "hang"}, at=T0 + timedelta(hours=1))  # a changes
+    known = dict(ix.ResultIndex(tmp_path).conn.execute("SELECT path, mtime_ns FROM dirs").fetchall())
+    assert ix.scan(tmp_path, known)[2] == {".", "b"}  # only a's files are looked at
+    stats = _refresh(tmp_path)
+    assert (stats.files, stats.read) == (3, 1)
+    monkeypatch.setattr(ix, "FULL_CHECK_S", 0.0)  # the full check is due
+    assert _refresh(tmp_path).read == 1 and a.exists()
+    rows = mx.build([tmp_path], view="model")["rows"]
+    assert {r["id"]: r["cells"]["buffer"]["summary"] for r in rows} == {"H200": "fail 1/1", "L40S": "hang 2/2"}

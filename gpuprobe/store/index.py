@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import Iterable, Iterator
 from gpuprobe import exitcodes
 from gpuprobe.store import indexdb
 from gpuprobe.store.indexdb import IndexLocked
-from gpuprobe.store.indexscan import load, scan, sql_value
+from gpuprobe.store.indexscan import folder_of, load, scan, sql_value
 from gpuprobe.store.results import ResultFileError
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,9 @@ BUSY_TIMEOUT_S = 30.0         # matrix: how long to wait for another process's w
 PREFLIGHT_WAIT_S = 1.0        # preflight: its budget for a locked index
 DIRECT_LIMIT = 2000           # ... after which it reads at most this many files directly, else answers 75
 CHUNK = 2000                  # files converted per write transaction (bounded memory, short locks)
+# matrix: every file is stat-ed at least this often; in between, a folder whose mtime did not
+# change is trusted (an in-place edit, which gpuprobe never does, shows within this time)
+FULL_CHECK_S = 300.0
 STACK_FIELDS = ("gpu_model", "arch", "driver", "cuda", "torch", "dflex")
 STAGE_COLUMNS = ("run_id", "stage", "gpu", "status", "duration_s", "at", "provenance", "hostname", "stack_id",
                  "gpu_model", "reason", "last_mark", "cpu_pct", "signatures")
@@ -54,7 +58,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, generation INTEGER, data TEXT);
 CREATE TABLE IF NOT EXISTS files (
   path TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, error TEXT,
-  run_id TEXT, started_at TEXT, complete INTEGER, provenance TEXT, hostname TEXT, stack_id TEXT);
+  run_id TEXT, started_at TEXT, complete INTEGER, provenance TEXT, hostname TEXT, stack_id TEXT, dir TEXT);
+CREATE INDEX IF NOT EXISTS files_dir ON files(dir);
 CREATE TABLE IF NOT EXISTS dirs (path TEXT PRIMARY KEY, mtime_ns INTEGER);
 CREATE TABLE IF NOT EXISTS stacks (
   stack_id TEXT PRIMARY KEY, gpu_model TEXT, arch TEXT, driver TEXT, cuda TEXT, torch TEXT, dflex TEXT,
@@ -256,16 +261,18 @@ class ResultIndex:
         return self.path or self._throwaway  # type: ignore[return-value]
 
     # -- refreshing ---------------------------------------------------------------
-    def refresh(self, quick: bool = False) -> RefreshStats:
+    def refresh(self, quick: bool = False, full: bool = False) -> RefreshStats:
         """Bring the index up to date with the folder.
 
-        ``quick``: when no folder's mtime changed since the last refresh, trust the index
-        without stat-ing every file (new or replaced files always change their folder's
-        mtime with atomic rename; an in-place edit does not — ``gpuprobe matrix`` does the
-        full check). A corrupt index met here is rebuilt once, with a warning.
+        A folder whose mtime did not change since its files were indexed has had no file
+        added, removed or replaced (atomic rename changes it; an in-place edit does not), so
+        its files are trusted without a stat. ``quick`` (preflight): trust them always, and
+        skip everything when no folder changed. Otherwise (matrix) every file is stat-ed
+        when the last such check is older than FULL_CHECK_S, or with ``full``.
+        A corrupt index met here is rebuilt once, with a warning.
         """
         try:
-            return self._refresh(quick)
+            return self._refresh(quick, full)
         except sqlite3.DatabaseError as exc:
             if indexdb.is_busy(exc):
                 raise IndexLocked(self.path, self.wait_s) from None
@@ -274,14 +281,17 @@ class ResultIndex:
             self.conn.close()
             self.conn = indexdb.rebuild(self.path, self._ino, _DDL, INDEX_SCHEMA, str(self.folder), self.wait_s, exc)
             self._ino = indexdb.file_id(self.path)
-            return self._refresh(quick)
+            return self._refresh(quick, full)
 
-    def _refresh(self, quick: bool) -> RefreshStats:
+    def _refresh(self, quick: bool, full: bool) -> RefreshStats:
         stats = RefreshStats(self.folder, self.path)
         if quick and self._dirs_unchanged():
             stats.quick = True
         else:
-            self._full_refresh(stats)
+            if not quick and not full:
+                row = self.conn.execute("SELECT value FROM meta WHERE key='full_at'").fetchone()
+                full = not row or time.time() - float(row[0]) > FULL_CHECK_S
+            self._full_refresh(stats, full)
         stats.files = self.conn.execute("SELECT COUNT(*) FROM files").fetchone()[0]
         stats.unreadable = self.conn.execute(
             "SELECT path, error FROM files WHERE error IS NOT NULL ORDER BY path").fetchall()
@@ -299,15 +309,26 @@ class ResultIndex:
                 return False
         return True
 
-    def _stamps(self) -> dict[str, tuple[int, int]]:
-        return {p: (m, s) for p, m, s in self.conn.execute("SELECT path, mtime_ns, size FROM files")}
+    def _stamps(self, dirs: list[str] | None = None) -> dict[str, tuple[int, int]]:
+        """What the index holds: every file's stamp, or those of the files in ``dirs``."""
+        if dirs is None:
+            rows = self.conn.execute("SELECT path, mtime_ns, size FROM files")
+        else:
+            rows = (r for d in dirs for r in self.conn.execute(
+                "SELECT path, mtime_ns, size FROM files WHERE dir=?", (d,)))
+        return {p: (m, s) for p, m, s in rows}
 
-    def _full_refresh(self, stats: RefreshStats) -> None:
-        seen, dirs = scan(self.folder) if self.folder.is_dir() else ({}, {})
-        known = self._stamps()
+    def _full_refresh(self, stats: RefreshStats, full: bool) -> None:
+        known_dirs = dict(self.conn.execute("SELECT path, mtime_ns FROM dirs").fetchall())
+        seen, dirs, trusted = scan(self.folder, None if full else known_dirs) if self.folder.is_dir() else ({}, {}, set())
+        # the files of trusted folders are as indexed; those of changed (or vanished) ones are compared
+        looked = None if full else [d for d in dirs if d not in trusted] + [d for d in known_dirs if d not in dirs]
+        known = self._stamps(looked)
         todo = sorted(p for p, ms in seen.items() if known.get(p) != ms)
         gone = [p for p in known if p not in seen]
-        if not todo and not gone and self._same_dirs(dirs):
+        if not todo and not gone and known_dirs == dirs:
+            if full:
+                self._note_full_check()
             return
         read = removed = 0
         # Files are read and converted outside the lock, a chunk at a time (memory stays
@@ -317,14 +338,24 @@ class ResultIndex:
             chunk = todo[start:start + CHUNK]
             converted = {rel: convert(self.folder / rel) for rel in chunk}
             last = start + CHUNK >= len(todo)
-            r, g = self._write(seen, chunk, converted, (gone, dirs) if last else None)
+            r, g = self._write(seen, chunk, converted, (gone, dirs, full) if last else None)
             read, removed = read + r, removed + g
         stats.read, stats.removed = read, removed
         if self.path is not None:
             indexdb.mark_sound(self.path, self.conn)
 
+    def _note_full_check(self) -> None:
+        """Remember when every file was last stat-ed (a small write; skipped when busy)."""
+        try:
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('full_at', ?)", (repr(time.time()),))
+        except sqlite3.OperationalError as exc:
+            log.info("index %s: full check not noted: %s", self.path, exc)
+            return
+        if self.path is not None:
+            indexdb.mark_sound(self.path, self.conn)
+
     def _write(self, seen: dict[str, tuple[int, int]], chunk: list[str], converted: dict,
-               last: tuple[list[str], dict[str, int]] | None) -> tuple[int, int]:
+               last: tuple[list[str], dict[str, int], bool] | None) -> tuple[int, int]:
         """One transaction: this chunk's files that are (still) new or changed, and, with the
         last chunk (``last``: files gone since the index last saw them, folder mtimes), the
         removals and the folder mtimes."""
@@ -350,6 +381,8 @@ class ResultIndex:
             if last is not None:
                 cur.execute("DELETE FROM dirs")
                 cur.executemany("INSERT INTO dirs VALUES (?, ?)", last[1].items())
+                if last[2]:
+                    cur.execute("INSERT OR REPLACE INTO meta VALUES ('full_at', ?)", (repr(time.time()),))
             if changed or gone:  # answers computed before this refresh are stale now
                 cur.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
                 cur.execute("DELETE FROM answers")
@@ -371,13 +404,13 @@ class ResultIndex:
         cur = self.conn
         cur.execute("DELETE FROM stage_runs WHERE path=?", (rel,))
         if error is not None:
-            cur.execute("INSERT OR REPLACE INTO files (path, mtime_ns, size, error) VALUES (?,?,?,?)",
-                        (rel, stamp[0], stamp[1], error))
+            cur.execute("INSERT OR REPLACE INTO files (path, mtime_ns, size, error, dir) VALUES (?,?,?,?,?)",
+                        (rel, stamp[0], stamp[1], error, folder_of(rel)))
             return
         facts, rows, stack = parts
-        cur.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,NULL,?,?,?,?,?,?)",
+        cur.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,NULL,?,?,?,?,?,?,?)",
                     (rel, stamp[0], stamp[1], facts["run_id"], facts["started_at"], facts["complete"],
-                     facts["provenance"], facts["hostname"], facts["stack_id"]))
+                     facts["provenance"], facts["hostname"], facts["stack_id"], folder_of(rel)))
         # plain INSERT: the rows were just deleted, so a duplicate is a bug the key must catch
         cur.executemany("INSERT INTO stage_runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         [(rel, seq, *r) for seq, r in enumerate(rows)])

@@ -74,20 +74,32 @@ def sql_value(where: str, value: object) -> None:
         raise ValueError(f"{where}: a {type(value).__name__} where text or a number belongs")
 
 
-def scan(folder: Path) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
-    """Every entry named like a result file (relative path -> (mtime_ns, size)), and every
-    folder's mtime. Entries that are not regular files are listed too, so that they are
-    reported as skipped rather than silently left out."""
+def scan(folder: Path, trust: dict[str, int] | None = None
+         ) -> tuple[dict[str, tuple[int, int]], dict[str, int], set[str]]:
+    """Every entry named like a result file (relative path -> (mtime_ns, size)), every
+    folder's mtime, and the folders whose files were not looked at.
+
+    Entries that are not regular files are listed too, so that they are reported as skipped
+    rather than silently left out. ``trust``: folder -> the mtime it had when its files were
+    last indexed; a folder whose mtime is still that one has had no file added, removed or
+    replaced (gpuprobe writes by rename), so its files are not stat-ed (it is still listed,
+    for its subfolders).
+    """
     files: dict[str, tuple[int, int]] = {}
     dirs: dict[str, int] = {}
+    trusted: set[str] = set()
     now = time.time_ns()
     stack = [""]
     while stack:
         rel = stack.pop()
         here = folder / rel if rel else folder
+        key = rel or "."
         try:
             mtime = os.stat(here).st_mtime_ns  # before listing: a later change shows next time
-            dirs[rel or "."] = mtime if now - mtime > MTIME_SETTLE_NS else -1
+            dirs[key] = mtime if now - mtime > MTIME_SETTLE_NS else -1
+            skip = trust is not None and dirs[key] >= 0 and trust.get(key) == dirs[key]
+            if skip:
+                trusted.add(key)
             with os.scandir(here) as it:
                 for entry in it:
                     name = entry.name
@@ -95,6 +107,8 @@ def scan(folder: Path) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
                         continue  # temporary files of atomic writers
                     sub = f"{rel}/{name}" if rel else name
                     if name.endswith(SUFFIX):
+                        if skip:
+                            continue
                         try:
                             st = entry.stat()
                         except OSError:
@@ -107,4 +121,9 @@ def scan(folder: Path) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
                         stack.append(sub)
         except OSError as exc:
             log.warning("cannot list %s: %s", here, exc.strerror or exc)
-    return files, dirs
+    return files, dirs, trusted
+
+
+def folder_of(rel: str) -> str:
+    """The ``dirs`` key of the folder holding ``rel``."""
+    return rel.rsplit("/", 1)[0] if "/" in rel else "."
