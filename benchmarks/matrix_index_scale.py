@@ -117,12 +117,13 @@ def run_matrix(folder: Path, env: dict) -> tuple[float, dict]:
     return elapsed, json.loads(proc.stdout)
 
 
-def index_only(folder: Path, env: dict) -> tuple[float, float]:
-    """The index's share: wall and CPU seconds of refreshing it (open_index), in a fresh
-    interpreter, without the matrix's aggregation."""
+def index_only(folder: Path, env: dict, full: bool = False) -> tuple[float, float]:
+    """The index's share: wall and CPU seconds of refreshing it (``full``: stat-ing every
+    file, as matrix does every FULL_CHECK_S), in a fresh interpreter, without the matrix's
+    aggregation."""
     code = ("import json, sys, time; t = time.perf_counter(); c = time.process_time()\n"
-            "from gpuprobe.store.index import open_index\n"
-            "idx, st = open_index(sys.argv[1]); idx.close()\n"
+            "from gpuprobe.store.index import ResultIndex\n"
+            f"idx = ResultIndex(sys.argv[1]); st = idx.refresh(full={full}); idx.close()\n"
             "print(json.dumps([time.perf_counter() - t, time.process_time() - c, st.files]))")
     proc = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, env=env, cwd=ROOT)
     if proc.returncode != 0:
@@ -164,6 +165,7 @@ def main() -> None:
         check(data, expect)
         warm.append(t)
     idx_warm = [index_only(folder, env) for _ in range(args.repeat)]
+    idx_full = [index_only(folder, env, full=True) for _ in range(args.repeat)]
     new, again, idx_new = [], [], []
     template = json.loads(next(p for p in sorted(folder.rglob("*.result.json")) if p.is_file()
                                and not p.is_symlink() and p.stat().st_size < 1 << 20).read_text())
@@ -200,6 +202,8 @@ def main() -> None:
                   "one_new_file_median": round(med(cpu["new"]), 3), "after_that_median": round(med(cpu["after"]), 3)},
         "index_only_warm_s": {"wall_median": round(med(w for w, _ in idx_warm), 3),
                               "cpu_median": round(med(c for _, c in idx_warm), 3)},
+        "index_only_warm_full_check_s": {"wall_median": round(med(w for w, _ in idx_full), 3),
+                                         "cpu_median": round(med(c for _, c in idx_full), 3)},
         "index_only_one_new_file_s": {"wall": round(idx_new[0][0], 3), "cpu": round(idx_new[0][1], 3)},
         "index_bytes": index_file.stat().st_size, "quick_check_s": round(qc_s, 3), "quick_check": quick_check,
         "machine": where, "load_avg_end": round(os.getloadavg()[0], 2), "folder": str(folder)}))
