@@ -9,7 +9,8 @@ throw-away file (no cache, still correct).
 Each result file contributes one ``files`` row keyed by its path relative to the folder, with
 the ``(mtime_ns, size)`` it had when it was read, and one ``stage_runs`` row per stage it
 holds, keyed by ``(path, seq)`` (a run killed half-way, ``complete: false``, still counts the
-stages it wrote). A refresh stats the files (os.scandir) and re-reads the ones whose
+stages it wrote). A refresh lists the folders (os.scandir), stats the files of the folders
+whose mtime changed (all of them every FULL_CHECK_S for matrix) and re-reads the ones whose
 ``(mtime_ns, size)`` changed. A file that cannot be used (not JSON, wrong types, a FIFO, too
 big, numbers SQLite cannot hold, ...) is remembered with its reason, listed by every refresh
 (``RefreshStats.skipped``) and never fatal.
