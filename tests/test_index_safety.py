@@ -381,3 +381,15 @@ def test_matrix_json_lists_skipped_files(tmp_path, gpuprobe_cli):
     data = json.loads(run.stdout)
     assert {Path(s["file"]).name for s in data["skipped"]} == bad
     assert all(set(s) == {"file", "reason"} for s in data["skipped"])
+
+
+def test_an_index_folder_planted_by_someone_else_is_not_used(tmp_path, monkeypatch):
+    """In a shared /tmp, a link where our folder should be is refused: the answer comes from
+    a throw-away index instead."""
+    make_result(tmp_path / "res", "l40s", "n1", {"buffer": "hang"})
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "planted")
+    monkeypatch.setenv(indexdir.ENV, str(tmp_path / "planted"))
+    stats = _refresh(tmp_path / "res")
+    assert stats.index_path is None and stats.files == 1
+    assert not list((tmp_path / "elsewhere").rglob("*.sqlite"))

@@ -46,25 +46,29 @@ def node_name() -> str:
     return os.uname().nodename or "node"
 
 
-def candidate_dirs() -> Iterator[Path]:
-    """The folders that may hold index files, in order (not yet checked). A generator: the
-    first usable one is taken, so preflight never imports platformdirs when the override is set."""
+def candidate_dirs() -> Iterator[tuple[Path, Path]]:
+    """The folders that may hold index files, in order (not yet checked), each with the
+    topmost folder of it that must belong to this user. A generator: the first usable one is
+    taken, so preflight never imports platformdirs when the override is set."""
     host = node_name()
     override = os.environ.get(ENV)
     if override:
-        yield Path(override).expanduser() / host
+        root = Path(override).expanduser()
+        yield root / host, root
         return  # an explicit place is the only place (tests rely on it)
     try:
         import platformdirs
 
-        yield platformdirs.user_cache_path("gpuprobe") / "index" / host
+        root = platformdirs.user_cache_path("gpuprobe")
+        yield root / "index" / host, root
     except Exception as exc:  # noqa: BLE001 - a broken HOME must not stop a reader
         log.info("no user cache folder: %s", exc)
     import tempfile  # only here: preflight's start-up pays for what it uses
 
     uid = os.getuid()
     for base in dict.fromkeys(("/var/tmp", tempfile.gettempdir())):
-        yield Path(base) / f"gpuprobe-{uid}" / "index" / host
+        root = Path(base) / f"gpuprobe-{uid}"
+        yield root / "index" / host, root
 
 
 def fs_type(path: Path) -> str | None:
@@ -83,13 +87,15 @@ def fs_type(path: Path) -> str | None:
     return kind
 
 
-def _private_dir(path: Path) -> bool:
-    """Create ``path`` (mode 0700) and check that it and the two folders above it (ours too:
-    ``gpuprobe-<uid>/index/<node>``) are real folders of this user, not links someone else
+def _private_dir(path: Path, root: Path) -> bool:
+    """Create ``path`` (mode 0700) and check that it and every folder above it up to ``root``
+    (``gpuprobe-<uid>/index/<node>``) are real folders of this user, not links someone else
     planted in a shared /tmp."""
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for p in (path, path.parent, path.parent.parent):
+        for p in (path, *path.parents):
+            if p != root and root not in p.parents:
+                break
             st = os.lstat(p)
             if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
                 log.info("index folder %s: %s is not a folder owned by this user", path, p)
@@ -102,7 +108,7 @@ def _private_dir(path: Path) -> bool:
 
 def index_dirs() -> Iterator[Path]:
     """Usable local index folders, best first."""
-    for d in candidate_dirs():
+    for d, root in candidate_dirs():
         existing = d
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent  # the mount that will hold it once created
@@ -110,7 +116,7 @@ def index_dirs() -> Iterator[Path]:
         if kind in NETWORK_FS:
             log.info("index folder %s is on %s (a network filesystem): not used", d, kind)
             continue
-        if _private_dir(d):
+        if _private_dir(d, root):
             yield d
 
 
