@@ -398,9 +398,6 @@ class ResultIndex:
             raise
         return len(changed), len(gone)
 
-    def _same_dirs(self, dirs: dict[str, int]) -> bool:
-        return dict(self.conn.execute("SELECT path, mtime_ns FROM dirs").fetchall()) == dirs
-
     def _store(self, rel: str, stamp: tuple[int, int], error: str | None, parts: tuple) -> None:
         cur = self.conn
         cur.execute("DELETE FROM stage_runs WHERE path=?", (rel,))
@@ -450,9 +447,9 @@ def open_index(folder: Path, cache: bool = True, quick: bool = False, wait_s: fl
             raise
     n = len(scan(Path(folder).resolve())[0])
     if direct_limit is not None and n > direct_limit:
-        raise IndexBusy(f"{locked} (another gpuprobe is writing it), and {n} result files are more than "
+        raise IndexBusy(f"{locked} (another process holds it), and {n} result files are more than "
                         f"{direct_limit} to read directly within the budget: answering 75, retry")
-    note = f"{locked} (another gpuprobe is writing it): read the {n} result files directly"
+    note = f"{locked} (another process holds it): read the {n} result files directly"
     log.warning("%s", note)
     idx = ResultIndex(folder, cache=False)
     stats = idx.refresh()
