@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -37,7 +38,7 @@ from typing import Iterable, Iterator
 from gpuprobe import exitcodes
 from gpuprobe.store import indexdb
 from gpuprobe.store.indexdb import IndexLocked
-from gpuprobe.store.indexscan import folder_of, load, scan, sql_value
+from gpuprobe.store.indexscan import INT64, folder_of, load, scan, sql_value
 from gpuprobe.store.results import ResultFileError
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,9 @@ def convert(path: Path) -> tuple[str | None, tuple]:
         return str(exc).replace(f"{path}: ", "", 1)[:300], ()
     except Exception as exc:  # noqa: BLE001 - untrusted content: any failure to convert it means a malformed file
         return f"malformed result: {type(exc).__name__}: {exc}"[:300], ()
-    try:  # what SQLite could not store, or would store as something else
+    if _storable([*facts.values(), *stack.values(), *(v for row in rows for v in row)]):
+        return None, (facts, rows, stack)
+    try:  # what SQLite could not store, or would store as something else: which value, and why
         for name, value in facts.items():
             sql_value(name, value)
         for i, row in enumerate(rows):
@@ -208,6 +211,28 @@ def convert(path: Path) -> tuple[str | None, tuple]:
     except ValueError as exc:
         return f"malformed result: {exc}"[:300], ()
     return None, (facts, rows, stack)
+
+
+def _storable(values: list) -> bool:
+    """The fast check of every value at once (the slow one, value by value, names the bad one)."""
+    text = []
+    for v in values:
+        t = type(v)
+        if t is str:
+            text.append(v)
+        elif t is int:
+            if not INT64[0] <= v <= INT64[1]:
+                return False
+        elif t is float:
+            if not math.isfinite(v):
+                return False
+        elif v is not None and t is not bool:
+            return False
+    try:
+        "".join(text).encode("utf-8")  # a lone surrogate cannot be encoded
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # -- the index ----------------------------------------------------------------------
