@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -68,10 +69,10 @@ def generate(folder: Path, n: int, seed: int = 1) -> None:
         (sub / f"r{i:06d}.result.json").write_text(dump_record(doc))   # checked as every writer's are
 
 
-def time_cli(args: list[str]) -> float:
+def time_cli(args: list[str], env: dict | None = None) -> float:
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "gpuprobe",
-                           *args], capture_output=True, text=True)
+                           *args], capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"gpuprobe {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-500:]}")
@@ -91,18 +92,18 @@ def main() -> None:
         generate(folder, args.files)
     gen_s = time.perf_counter() - t0
     size = sum(f.stat().st_size for f in folder.rglob("*.result.json"))
-    cache = folder / ".gpuprobe-cache"
-    if cache.exists():
-        for f in cache.iterdir():
-            f.unlink()
+    # the index lives outside the results folder (on local disk): a fresh one of its own here
+    cache = folder.parent / f"{folder.name}-index-cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    env = {**os.environ, "GPUPROBE_INDEX_DIR": str(cache)}
     base = ["matrix", "--results", str(folder), "--format", "json"]
-    cold = time_cli(base)
-    warm = [time_cli(base) for _ in range(args.repeat)]
-    warm_model = [time_cli(base[:3] + ["--by", "model", "--format", "json"]) for _ in range(args.repeat)]
+    cold = time_cli(base, env)
+    warm = [time_cli(base, env) for _ in range(args.repeat)]
+    warm_model = [time_cli(base[:3] + ["--by", "model", "--format", "json"], env) for _ in range(args.repeat)]
     print(json.dumps({"files": args.files, "bytes": size, "generate_s": round(gen_s, 1), "cold_s": round(cold, 3),
                       "warm_median_s": round(statistics.median(warm), 3), "warm_all_s": [round(w, 3) for w in warm],
                       "warm_by_model_median_s": round(statistics.median(warm_model), 3),
-                      "index_bytes": (cache / "index.sqlite").stat().st_size, "folder": str(folder),
+                      "index_bytes": sum(f.stat().st_size for f in cache.rglob("*.sqlite")), "folder": str(folder),
                       "python": sys.version.split()[0], "cpus": os.cpu_count()}))
 
 

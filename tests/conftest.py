@@ -13,6 +13,36 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+INDEX_ENV = "GPUPROBE_INDEX_DIR"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_index_dir(tmp_path_factory):
+    """Result indexes of the suite go to a folder of its own, not the user's cache."""
+    os.environ[INDEX_ENV] = str(tmp_path_factory.mktemp("index-cache"))
+    yield
+    del os.environ[INDEX_ENV]
+    _forget_indexes_under(tmp_path_factory.getbasetemp().resolve())
+
+
+def _forget_indexes_under(base: Path) -> None:
+    """Tests that start gpuprobe with every GPUPROBE_* variable cleared index their temporary
+    folders in the user's cache: remove the indexes of folders of this session, and only those."""
+    import sqlite3
+    from contextlib import closing
+
+    from gpuprobe.store import indexdir
+
+    for folder, _root in indexdir.candidate_dirs():
+        for db in folder.glob("*.sqlite") if folder.is_dir() else ():
+            try:
+                with closing(sqlite3.connect(db)) as conn:
+                    row = conn.execute("SELECT value FROM meta WHERE key='folder'").fetchone()
+            except sqlite3.Error:
+                continue
+            if row and base in Path(row[0]).parents:
+                for suffix in ("", "-wal", "-shm", ".ok", ".lock"):
+                    Path(f"{db}{suffix}").unlink(missing_ok=True)
 
 # The suite stays out of live state: no test reads or writes the user's results (the user
 # data folder) or the checkout's reports/. Results default to a folder of this session,
@@ -65,7 +95,7 @@ def checkout_reports_untouched():
 
 
 def run_gpuprobe(args: list[str], results: Path | None, env: dict | None = None, timeout: float = 120) -> CliRun:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPROBE_")}
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPROBE_") or k == INDEX_ENV}
     full_env["GPUPROBE_RESULTS"] = SESSION_RESULTS
     full_env["PYTHONPATH"] = str(ROOT)
     full_env.update(env or {})

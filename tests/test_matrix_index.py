@@ -18,7 +18,8 @@ def _refresh(folder, **kw):
 def test_warm_refresh_reads_only_changed_files(tmp_path):
     paths = [make_result(tmp_path, "l40s", f"n{i}", {"buffer": "hang"}, at=T0 + timedelta(hours=i)) for i in range(3)]
     first = _refresh(tmp_path)
-    assert (first.files, first.read) == (3, 3) and first.index_path == tmp_path / ix.INDEX_NAME
+    assert (first.files, first.read) == (3, 3) and first.index_path is not None
+    assert tmp_path not in first.index_path.parents  # never inside the results folder
     assert _refresh(tmp_path).read == 0
     make_result(tmp_path, "l40s", "n0", {"buffer": "pass"}, run_id=paths[0].name.split(".")[0])  # rewritten
     paths[1].unlink()
@@ -41,24 +42,17 @@ def test_quick_refresh_trusts_folder_mtimes_but_sees_new_files(tmp_path):
     assert not stats.quick and stats.files == 2
 
 
-def test_corrupt_index_is_rebuilt(tmp_path):
-    make_result(tmp_path, "l40s", "n1", {"buffer": "hang"})
-    _refresh(tmp_path)
-    (tmp_path / ix.INDEX_NAME).write_bytes(b"this is not sqlite" * 100)
-    stats = _refresh(tmp_path)
-    assert stats.files == 1 and stats.read == 1
-
-
-def test_unwritable_results_folder_uses_the_cache_folder(tmp_path, monkeypatch):
+def test_an_unusable_index_place_falls_to_the_next(tmp_path, monkeypatch):
     make_result(tmp_path / "ro", "l40s", "n1", {"buffer": "hang"})
     cache = tmp_path / "cache" / "idx.sqlite"
+    cache.parent.mkdir()
     blocked = tmp_path / "file-not-folder"
     blocked.write_text("")
-    # the first place cannot hold a folder (a file is in the way), as on a read-only mount
-    monkeypatch.setattr(ix, "index_paths", lambda folder: [blocked / "index.sqlite", cache])
+    # the first place cannot hold a file (a file is in the way of its folder), as on a read-only mount
+    monkeypatch.setattr(ix, "index_paths", lambda folder: iter([blocked / "index.sqlite", cache]))
     stats = _refresh(tmp_path / "ro")
     assert stats.index_path == cache and cache.exists()
-    monkeypatch.setattr(ix, "index_paths", lambda folder: [blocked / "index.sqlite"])
+    monkeypatch.setattr(ix, "index_paths", lambda folder: iter([blocked / "index.sqlite"]))
     stats = _refresh(tmp_path / "ro")
     assert stats.index_path is None and stats.files == 1  # no cache at all: still answers
     m = mx.build([tmp_path / "ro"])
@@ -103,3 +97,25 @@ def test_compare_forgets_the_stack_of_a_rewritten_result(tmp_path):
     make_result(tmp_path, "h200", "h1", {"buffer": "pass"}, torch="2.13.0+cu128", run_id=path.name.split(".")[0])
     text = str(matrix_compare.compare([tmp_path], "L40S", "H200"))
     assert "2.5.0+cu124" not in text  # only what some result file still says is evidence
+
+
+def test_unchanged_folders_are_trusted_between_full_checks(tmp_path, monkeypatch):
+    """A folder whose mtime did not change has no new, removed or replaced file: its files
+    are not stat-ed, except by the full check every FULL_CHECK_S (an in-place edit, which
+    gpuprobe never does, shows then)."""
+    a = make_result(tmp_path / "a", "l40s", "n1", {"buffer": "hang"})
+    b = make_result(tmp_path / "b", "h200", "h1", {"buffer": "pass"})
+    for d in (tmp_path, tmp_path / "a", tmp_path / "b"):
+        os.utime(d, ns=(10**18, 10**18))  # settled long ago
+    assert _refresh(tmp_path, full=True).read == 2   # notes the settled mtimes
+    b.write_text(b.read_text().replace('"pass"', '"fail"'))  # in place: b's mtime stays
+    os.utime(b, ns=(2 * 10**18, 2 * 10**18))
+    make_result(tmp_path / "a", "l40s", "n2", {"buffer": "hang"}, at=T0 + timedelta(hours=1))  # a changes
+    known = dict(ix.ResultIndex(tmp_path).conn.execute("SELECT path, mtime_ns FROM dirs").fetchall())
+    assert ix.scan(tmp_path, known)[2] == {".", "b"}  # only a's files are looked at
+    stats = _refresh(tmp_path)
+    assert (stats.files, stats.read) == (3, 1)
+    monkeypatch.setattr(ix, "FULL_CHECK_S", 0.0)  # the full check is due
+    assert _refresh(tmp_path).read == 1 and a.exists()
+    rows = mx.build([tmp_path], view="model")["rows"]
+    assert {r["id"]: r["cells"]["buffer"]["summary"] for r in rows} == {"H200": "fail 1/1", "L40S": "hang 2/2"}

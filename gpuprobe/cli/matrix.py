@@ -35,7 +35,7 @@ from gpuprobe.store.provenance import PROVENANCES
 @click.option("--write", "write_default", is_flag=True,
               help="Write to MATRIX.<md|json|html|prom> in the (first) results folder; with --results reports, "
                    "the shipped reports/MATRIX.md.")
-@click.option("--no-cache", is_flag=True, help="Do not read or write the index (.gpuprobe-cache/index.sqlite).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the index (the local cache of the results): read every file.")
 @json_option
 def matrix(results: tuple[Path, ...], view: str, models: tuple[str, ...], stages: tuple[str, ...],
            hosts: tuple[str, ...], since: str | None, provenance: tuple[str, ...], compare: tuple[str, str] | None,
@@ -44,9 +44,8 @@ def matrix(results: tuple[Path, ...], view: str, models: tuple[str, ...], stages
 
     A cell counts the runs by status ("hang 3/3"), with the last run's date and the median
     duration; known-issue signatures are listed with their remedies. Results are read
-    through an index per results folder (.gpuprobe-cache/index.sqlite, or the user cache folder
-    when the results folder is read-only), so only new or changed files are read.
-    Unusable files (corrupt, truncated, oversized, not a regular file, a newer schema) are
+    through an index per results folder (a cache on local disk, ~/.cache/gpuprobe/index/), so
+    only new or changed files are read. Unusable files (corrupt, truncated, oversized, not a regular file, a newer schema) are
     skipped with one warning line each on stderr, and listed under "skipped" in --json.
     Fire drills and simulations are left out unless --provenance all (or drill, simulated).
 

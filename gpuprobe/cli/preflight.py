@@ -37,7 +37,7 @@ PREFLIGHT_EXIT_CODES = (
               help="Judge the node of this fingerprint (`gpuprobe info --json`) or result file instead of this one. "
                    "Also: $GPUPROBE_PREFLIGHT_FINGERPRINT.")
 @results_option(multiple=True)
-@click.option("--no-cache", is_flag=True, help="Do not read or write the index (.gpuprobe-cache/index.sqlite).")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the index (the local cache of the results): read every file.")
 @format_option("text", "json", "prom")
 @json_option
 @output_option

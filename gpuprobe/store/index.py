@@ -1,62 +1,87 @@
 """A per-folder index of result files, so the matrix and preflight never re-read 100k files.
 
-The index is one SQLite file per results folder, ``<folder>/.gpuprobe-cache/index.sqlite``; when the
-folder is read-only it lives in the user cache folder (platformdirs), and when that fails too,
-in a temporary file that is removed afterwards (no cache, still correct).
+The index is a derived cache of the result files, never evidence of its own: one SQLite
+file per results folder, on local disk per user and node (:mod:`gpuprobe.store.indexdir`
+says where; never in the results folder, which on a cluster is a network filesystem), and
+sound or rebuilt (:mod:`gpuprobe.store.indexdb`). When no place is usable it is a
+throw-away file (no cache, still correct).
 
 Each result file contributes one ``files`` row keyed by its path relative to the folder, with
-the ``(mtime_ns, size)`` it had when it was read, and one ``stage_runs`` row per finished stage
-(a run killed half-way, ``complete: false``, still counts the stages it wrote). A refresh only
-stats the files (os.scandir) and re-reads the ones whose ``(mtime_ns, size)`` changed.
-Unreadable files are remembered with their error, reported by every refresh and never fatal.
+the ``(mtime_ns, size)`` it had when it was read, and one ``stage_runs`` row per stage it
+holds, keyed by ``(path, seq)`` (a run killed half-way, ``complete: false``, still counts the
+stages it wrote). A refresh lists the folders (os.scandir), stats the files of the folders
+whose mtime changed (all of them every FULL_CHECK_S for matrix) and re-reads the ones whose
+``(mtime_ns, size)`` changed. A file that cannot be used (not JSON, wrong types, a FIFO, too
+big, numbers SQLite cannot hold, ...) is remembered with its reason, listed by every refresh
+(``RefreshStats.skipped``) and never fatal.
 
-Many writers: SQLite's own locking with a busy timeout; every refresh is one transaction of
-idempotent ``INSERT OR REPLACE``s, so two processes refreshing at once write the same rows.
-A corrupt index is deleted and rebuilt: it holds nothing the result files do not.
+Exact under any number of processes: the slow part (reading and converting files) runs
+outside the lock, but which files are new, changed or gone is decided again under the
+write lock (``BEGIN IMMEDIATE``) against what the index holds then, each file's rows are
+replaced in the same transaction as its ``files`` row, and the primary key on
+``(path, seq)`` makes a second copy of a file's stages impossible.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
-from gpuprobe.store.results import SUFFIX, ResultFileError, read_result
+from gpuprobe import exitcodes
+from gpuprobe.store import indexdb
+from gpuprobe.store.indexdb import IndexLocked
+from gpuprobe.store.indexscan import INT64, folder_of, load, scan, sql_value
+from gpuprobe.store.results import ResultFileError
 
 log = logging.getLogger(__name__)
 
-INDEX_NAME = ".gpuprobe-cache/index.sqlite"   # .gpuprobe-cache/ is git-ignored
-INDEX_SCHEMA = "5"   # 5: provenance from the run record (drill, simulated resolved)
-BUSY_TIMEOUT_S = 30.0
-# A folder modified this recently may still change within the same mtime tick (1 s on
-# some NFS servers): its mtime is not trusted for the quick "nothing changed" check.
-MTIME_SETTLE_NS = 2_000_000_000
+INDEX_SCHEMA = 6              # PRAGMA user_version, and part of the file name (6: provenance resolved by the record loader)
+BUSY_TIMEOUT_S = 30.0         # matrix: how long to wait for another process's write
+PREFLIGHT_WAIT_S = 1.0        # preflight: its budget for a locked index
+DIRECT_LIMIT = 2000           # ... after which it reads at most this many files directly, else answers 75
+CHUNK = 2000                  # files converted per write transaction (bounded memory, short locks)
+# matrix: every file is stat-ed at least this often; in between, a folder whose mtime did not
+# change is trusted (an in-place edit, which gpuprobe never does, shows within this time)
+FULL_CHECK_S = 300.0
 STACK_FIELDS = ("gpu_model", "arch", "driver", "cuda", "torch", "dflex")
+STAGE_COLUMNS = ("run_id", "stage", "gpu", "status", "duration_s", "at", "provenance", "hostname", "stack_id",
+                 "gpu_model", "reason", "last_mark", "cpu_pct", "signatures")
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, generation INTEGER, data TEXT);
 CREATE TABLE IF NOT EXISTS files (
   path TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, error TEXT,
-  run_id TEXT, started_at TEXT, complete INTEGER, provenance TEXT, hostname TEXT, stack_id TEXT);
+  run_id TEXT, started_at TEXT, complete INTEGER, provenance TEXT, hostname TEXT, stack_id TEXT, dir TEXT);
+CREATE INDEX IF NOT EXISTS files_dir ON files(dir);
 CREATE TABLE IF NOT EXISTS dirs (path TEXT PRIMARY KEY, mtime_ns INTEGER);
 CREATE TABLE IF NOT EXISTS stacks (
   stack_id TEXT PRIMARY KEY, gpu_model TEXT, arch TEXT, driver TEXT, cuda TEXT, torch TEXT, dflex TEXT,
   facts TEXT);
 CREATE TABLE IF NOT EXISTS stage_runs (
-  path TEXT, run_id TEXT, stage TEXT, gpu INTEGER, status TEXT, duration_s REAL, at TEXT,
+  path TEXT NOT NULL, seq INTEGER NOT NULL,
+  run_id TEXT, stage TEXT, gpu INTEGER, status TEXT, duration_s REAL, at TEXT,
   provenance TEXT, hostname TEXT, stack_id TEXT, gpu_model TEXT, reason TEXT, last_mark TEXT,
-  cpu_pct REAL, signatures TEXT);
-CREATE INDEX IF NOT EXISTS stage_runs_path ON stage_runs(path);
+  cpu_pct REAL, signatures TEXT, PRIMARY KEY (path, seq));
+CREATE INDEX IF NOT EXISTS files_skipped ON files(path) WHERE error IS NOT NULL;
 CREATE INDEX IF NOT EXISTS stage_runs_stack ON stage_runs(stack_id, stage);
 CREATE INDEX IF NOT EXISTS stage_runs_model ON stage_runs(gpu_model, stage);
 """
+
+
+class IndexBusy(exitcodes.UsageProblem):
+    """Preflight could not answer within its budget: the index stayed locked and the folder
+    is too big to read directly in that time. Exit 75: retry (or elsewhere)."""
+
+    exit_code = exitcodes.TEMPFAIL
 
 
 @dataclass
@@ -67,7 +92,13 @@ class RefreshStats:
     read: int = 0                    # files (re-)read in this refresh
     removed: int = 0
     quick: bool = False              # skipped the file scan: no folder changed since last time
-    unreadable: list[tuple[str, str]] = field(default_factory=list)   # (relative path, error)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)   # (relative path, reason)
+    note: str | None = None          # how this answer was reached when not through the cache
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        """Every file the index could not use, as ``--json`` lists them."""
+        return [{"file": str(self.folder / p), "reason": r} for p, r in self.unreadable]
 
 
 def normalise_time(value: object) -> str | None:
@@ -149,77 +180,97 @@ def extract(doc: dict) -> tuple[dict, list[tuple], dict]:
 
 
 def index_paths(folder: Path) -> Iterator[Path]:
-    """Where the index may live, in order: beside the results, then the user cache folder
-    (a read-only or foreign results folder). A generator: preflight, which finds the first
-    usable, never imports what only the second needs."""
-    yield folder / INDEX_NAME
-    import hashlib
+    """Where the index of ``folder`` may live, best first (local disk only)."""
+    from gpuprobe.store import indexdir
 
-    import platformdirs
-
-    digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:20]
-    yield platformdirs.user_cache_path("gpuprobe") / "index" / f"{digest}.sqlite"
+    return indexdir.index_paths(folder, INDEX_SCHEMA)
 
 
+# -- one file -----------------------------------------------------------------
+def convert(path: Path) -> tuple[str | None, tuple]:
+    """``(None, (facts, rows, stack))`` for a usable file, else ``(reason, ())``."""
+    try:
+        facts, rows, stack = extract(load(path))
+    except ResultFileError as exc:
+        return str(exc).replace(f"{path}: ", "", 1)[:300], ()
+    except Exception as exc:  # noqa: BLE001 - untrusted content: any failure to convert it means a malformed file
+        return f"malformed result: {type(exc).__name__}: {exc}"[:300], ()
+    if _storable([*facts.values(), *stack.values(), *(v for row in rows for v in row)]):
+        return None, (facts, rows, stack)
+    try:  # what SQLite could not store, or would store as something else: which value, and why
+        for name, value in facts.items():
+            sql_value(name, value)
+        for i, row in enumerate(rows):
+            for name, value in zip(STAGE_COLUMNS, row):
+                sql_value(f"stage {i} {name}", value)
+        for name, value in stack.items():
+            sql_value(f"stack {name}", value)
+    except ValueError as exc:
+        return f"malformed result: {exc}"[:300], ()
+    return None, (facts, rows, stack)
+
+
+def _storable(values: list) -> bool:
+    """The fast check of every value at once (the slow one, value by value, names the bad one)."""
+    text = []
+    for v in values:
+        t = type(v)
+        if t is str:
+            text.append(v)
+        elif t is int:
+            if not INT64[0] <= v <= INT64[1]:
+                return False
+        elif t is float:
+            if not math.isfinite(v):
+                return False
+        elif v is not None and t is not bool:
+            return False
+    try:
+        "".join(text).encode("utf-8")  # a lone surrogate cannot be encoded
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# -- the index ----------------------------------------------------------------------
 class ResultIndex:
-    """The index of one results folder. ``with ResultIndex(folder) as idx: idx.refresh()``."""
+    """The index of one results folder. ``with ResultIndex(folder) as idx: idx.refresh()``.
 
-    def __init__(self, folder: Path, cache: bool = True):
+    ``wait_s``: how long to wait for another process holding the index; past it,
+    :class:`IndexLocked` (see :func:`open_index` for what readers do then).
+    """
+
+    def __init__(self, folder: Path, cache: bool = True, wait_s: float = BUSY_TIMEOUT_S):
         self.folder = Path(folder).resolve()
+        self.wait_s = wait_s
         self.path: Path | None = None
+        self._ino: int | None = None
         self._throwaway: Path | None = None
         self.conn = self._open(cache)
 
     # -- opening ------------------------------------------------------------------
-    def _connect(self, path: Path) -> sqlite3.Connection:
-        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        conn.execute("PRAGMA synchronous=NORMAL")  # a lost index is rebuilt from the files
-        version = None
-        try:
-            row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            version = row[0] if row else None
-        except sqlite3.OperationalError:
-            pass  # new file: no tables yet
-        if version != INDEX_SCHEMA:
-            conn.executescript("DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS dirs; DROP TABLE IF EXISTS stacks;"
-                               "DROP TABLE IF EXISTS stage_runs; DROP TABLE IF EXISTS meta;")
-            conn.executescript(_DDL)
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (INDEX_SCHEMA,))
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', '0')")
-        return conn
-
     def _open(self, cache: bool) -> sqlite3.Connection:
         for path in index_paths(self.folder) if cache and self.folder.is_dir() else []:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                conn = self._connect(path)
-            except sqlite3.OperationalError as exc:  # read-only, locked past the timeout: next place
+                conn = indexdb.open_db(path, _DDL, INDEX_SCHEMA, str(self.folder), self.wait_s)
+            except IndexLocked:
+                raise
+            except (OSError, sqlite3.Error, indexdb.IndexCorrupt) as exc:  # read-only, full, still bad: next place
                 log.info("index %s not usable here: %s", path, exc)
                 continue
-            except sqlite3.DatabaseError as exc:     # not a database (corrupt): it is only a cache
-                log.warning("index %s is corrupt (%s); rebuilding it", path, exc)
-                try:
-                    path.unlink()
-                    conn = self._connect(path)
-                except (OSError, sqlite3.Error) as exc2:
-                    log.info("index %s not usable here: %s", path, exc2)
-                    continue
-            except OSError as exc:
-                log.info("index %s not usable here: %s", path, exc.strerror or exc)
-                continue
-            self.path = path
+            self.path, self._ino = path, indexdb.file_id(path)
             return conn
         import tempfile
 
-        fd, tmp = tempfile.mkstemp(prefix="gpuprobe-index-", suffix=".sqlite")
-        os.close(fd)
-        self._throwaway = Path(tmp)
-        return self._connect(self._throwaway)
+        self._throwaway = Path(tempfile.mkdtemp(prefix="gpuprobe-index-")) / "index.sqlite"
+        return indexdb.open_db(self._throwaway, _DDL, INDEX_SCHEMA, str(self.folder), self.wait_s, check=False)
 
     def close(self) -> None:
         self.conn.close()
         if self._throwaway is not None:
-            self._throwaway.unlink(missing_ok=True)
+            import shutil
+
+            shutil.rmtree(self._throwaway.parent, ignore_errors=True)
 
     def __enter__(self) -> "ResultIndex":
         return self
@@ -233,6 +284,42 @@ class ResultIndex:
         return self.path or self._throwaway  # type: ignore[return-value]
 
     # -- refreshing ---------------------------------------------------------------
+    def refresh(self, quick: bool = False, full: bool = False) -> RefreshStats:
+        """Bring the index up to date with the folder.
+
+        A folder whose mtime did not change since its files were indexed has had no file
+        added, removed or replaced (atomic rename changes it; an in-place edit does not), so
+        its files are trusted without a stat. ``quick`` (preflight): trust them always, and
+        skip everything when no folder changed. Otherwise (matrix) every file is stat-ed
+        when the last such check is older than FULL_CHECK_S, or with ``full``.
+        A corrupt index met here is rebuilt once, with a warning.
+        """
+        try:
+            return self._refresh(quick, full)
+        except sqlite3.DatabaseError as exc:
+            if indexdb.is_busy(exc):
+                raise IndexLocked(self.path, self.wait_s) from None
+            if self.path is None or not indexdb.is_corrupt(exc):
+                raise
+            self.conn.close()
+            self.conn = indexdb.rebuild(self.path, self._ino, _DDL, INDEX_SCHEMA, str(self.folder), self.wait_s, exc)
+            self._ino = indexdb.file_id(self.path)
+            return self._refresh(quick, full)
+
+    def _refresh(self, quick: bool, full: bool) -> RefreshStats:
+        stats = RefreshStats(self.folder, self.path)
+        if quick and self._dirs_unchanged():
+            stats.quick = True
+        else:
+            if not quick and not full:
+                row = self.conn.execute("SELECT value FROM meta WHERE key='full_at'").fetchone()
+                full = not row or time.time() - float(row[0]) > FULL_CHECK_S
+            self._full_refresh(stats, full)
+        stats.files = self.conn.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+        stats.unreadable = self.conn.execute(
+            "SELECT path, error FROM files WHERE error IS NOT NULL ORDER BY path").fetchall()
+        return stats
+
     def _dirs_unchanged(self) -> bool:
         known = self.conn.execute("SELECT path, mtime_ns FROM dirs").fetchall()
         if not known:
@@ -245,73 +332,80 @@ class ResultIndex:
                 return False
         return True
 
-    def _scan(self) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
-        """Every result file (relative path -> (mtime_ns, size)) and every folder's mtime."""
-        files: dict[str, tuple[int, int]] = {}
-        dirs: dict[str, int] = {}
-        now = time.time_ns()
-        stack = [""]
-        while stack:
-            rel = stack.pop()
-            here = self.folder / rel if rel else self.folder
-            try:
-                mtime = os.stat(here).st_mtime_ns  # before listing: a later change shows next time
-                dirs[rel or "."] = mtime if now - mtime > MTIME_SETTLE_NS else -1
-                with os.scandir(here) as it:
-                    for entry in it:
-                        name = entry.name
-                        if name.startswith("."):
-                            continue  # temporary files of atomic writers, the index itself
-                        sub = f"{rel}/{name}" if rel else name
-                        if name.endswith(SUFFIX):
-                            # every such name is a result to the loader, which refuses (and so
-                            # lists) a folder, FIFO or symlink loop by that name: lstat, never follow
-                            try:
-                                st = entry.stat(follow_symlinks=False)
-                            except OSError:
-                                continue  # renamed away between listing and stat
-                            files[sub] = (st.st_mtime_ns, st.st_size)
-                        elif entry.is_dir(follow_symlinks=False):
-                            stack.append(sub)
-            except OSError as exc:
-                log.warning("cannot list %s: %s", here, exc.strerror or exc)
-        return files, dirs
-
-    def refresh(self, quick: bool = False) -> RefreshStats:
-        """Bring the index up to date with the folder.
-
-        ``quick``: when no folder's mtime changed since the last refresh, trust the index
-        without stat-ing every file (new or replaced files always change their folder's
-        mtime with atomic rename; an in-place edit does not — ``gpuprobe matrix`` does the
-        full check).
-        """
-        stats = RefreshStats(self.folder, self.path)
-        if quick and self._dirs_unchanged():
-            stats.quick = True
+    def _stamps(self, dirs: list[str] | None = None) -> dict[str, tuple[int, int]]:
+        """What the index holds: every file's stamp, or those of the files in ``dirs``."""
+        if dirs is None:
+            rows = self.conn.execute("SELECT path, mtime_ns, size FROM files")
         else:
-            self._full_refresh(stats)
-        stats.files = self.conn.execute("SELECT COUNT(*) FROM files").fetchone()[0]
-        stats.unreadable = self.conn.execute(
-            "SELECT path, error FROM files WHERE error IS NOT NULL ORDER BY path").fetchall()
-        return stats
+            rows = (r for d in dirs for r in self.conn.execute(
+                "SELECT path, mtime_ns, size FROM files WHERE dir=?", (d,)))
+        return {p: (m, s) for p, m, s in rows}
 
-    def _full_refresh(self, stats: RefreshStats) -> None:
-        seen, dirs = self._scan() if self.folder.is_dir() else ({}, {})
-        known = {p: (m, s) for p, m, s in self.conn.execute("SELECT path, mtime_ns, size FROM files")}
-        changed = [p for p, ms in seen.items() if known.get(p) != ms]
+    def _full_refresh(self, stats: RefreshStats, full: bool) -> None:
+        known_dirs = dict(self.conn.execute("SELECT path, mtime_ns FROM dirs").fetchall())
+        seen, dirs, trusted = scan(self.folder, None if full else known_dirs) if self.folder.is_dir() else ({}, {}, set())
+        # the files of trusted folders are as indexed; those of changed (or vanished) ones are compared
+        looked = None if full else [d for d in dirs if d not in trusted] + [d for d in known_dirs if d not in dirs]
+        known = self._stamps(looked)
+        todo = sorted(p for p, ms in seen.items() if known.get(p) != ms)
         gone = [p for p in known if p not in seen]
-        if not changed and not gone and self._same_dirs(dirs):
+        if not todo and not gone and known_dirs == dirs:
+            if full:
+                self._note_full_check()
             return
-        cur = self.conn
-        cur.execute("BEGIN IMMEDIATE")
+        read = removed = 0
+        # Files are read and converted outside the lock, a chunk at a time (memory stays
+        # bounded, other processes wait for a commit, not for a cold read of the folder);
+        # what to write is decided under it.
+        for start in range(0, max(len(todo), 1), CHUNK):
+            chunk = todo[start:start + CHUNK]
+            converted = {rel: convert(self.folder / rel) for rel in chunk}
+            last = start + CHUNK >= len(todo)
+            r, g = self._write(seen, chunk, converted, (gone, dirs, full) if last else None)
+            read, removed = read + r, removed + g
+        stats.read, stats.removed = read, removed
+        if self.path is not None:
+            indexdb.mark_sound(self.path, self.conn)
+
+    def _note_full_check(self) -> None:
+        """Remember when every file was last stat-ed (a small write; skipped when busy)."""
         try:
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('full_at', ?)", (repr(time.time()),))
+        except sqlite3.OperationalError as exc:
+            log.info("index %s: full check not noted: %s", self.path, exc)
+            return
+        if self.path is not None:
+            indexdb.mark_sound(self.path, self.conn)
+
+    def _write(self, seen: dict[str, tuple[int, int]], chunk: list[str], converted: dict,
+               last: tuple[list[str], dict[str, int], bool] | None) -> tuple[int, int]:
+        """One transaction: this chunk's files that are (still) new or changed, and, with the
+        last chunk (``last``: files gone since the index last saw them, folder mtimes), the
+        removals and the folder mtimes."""
+        cur = self.conn
+        cur.execute("BEGIN IMMEDIATE")  # the write lock: from here on, nobody else decides
+        try:
+            marks = ",".join("?" * len(chunk))
+            known = {p: (m, s) for p, m, s in cur.execute(
+                f"SELECT path, mtime_ns, size FROM files WHERE path IN ({marks})", chunk)} if chunk else {}
+            changed = [p for p in chunk if known.get(p) != seen[p]]
+            gone: list[str] = []
+            if last is not None:
+                # still indexed and still absent: not a file another process added after our scan
+                gone = [p for p in last[0] if not os.path.lexists(self.folder / p) and
+                        cur.execute("SELECT 1 FROM files WHERE path=?", (p,)).fetchone()]
             for rel in gone:
                 cur.execute("DELETE FROM stage_runs WHERE path=?", (rel,))
                 cur.execute("DELETE FROM files WHERE path=?", (rel,))
             for rel in changed:
-                self._index_file(rel, seen[rel], replace=rel in known)
-            cur.execute("DELETE FROM dirs")
-            cur.executemany("INSERT INTO dirs VALUES (?, ?)", dirs.items())
+                if converted[rel][0] is not None and not os.path.lexists(self.folder / rel):
+                    continue  # removed since our scan (a stale listing): not a file to report
+                self._store(rel, seen[rel], *converted[rel])
+            if last is not None:
+                cur.execute("DELETE FROM dirs")
+                cur.executemany("INSERT INTO dirs VALUES (?, ?)", last[1].items())
+                if last[2]:
+                    cur.execute("INSERT OR REPLACE INTO meta VALUES ('full_at', ?)", (repr(time.time()),))
             if changed or gone:  # answers computed before this refresh are stale now
                 cur.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
                 cur.execute("DELETE FROM answers")
@@ -320,35 +414,74 @@ class ResultIndex:
                             "(SELECT stack_id FROM files WHERE stack_id IS NOT NULL)")
             cur.execute("COMMIT")
         except BaseException:
+            if not cur.in_transaction:
+                raise
             cur.execute("ROLLBACK")
             raise
-        stats.read, stats.removed = len(changed), len(gone)
+        return len(changed), len(gone)
 
-    def _same_dirs(self, dirs: dict[str, int]) -> bool:
-        return dict(self.conn.execute("SELECT path, mtime_ns FROM dirs").fetchall()) == dirs
-
-    def _index_file(self, rel: str, stamp: tuple[int, int], replace: bool) -> None:
+    def _store(self, rel: str, stamp: tuple[int, int], error: str | None, parts: tuple) -> None:
         cur = self.conn
-        if replace:
-            cur.execute("DELETE FROM stage_runs WHERE path=?", (rel,))
-        try:
-            doc = read_result(self.folder / rel)
-            facts, rows, stack = extract(doc)
-        except ResultFileError as exc:
-            msg = str(exc).replace(str(self.folder / rel) + ": ", "")
-            cur.execute("INSERT OR REPLACE INTO files (path, mtime_ns, size, error) VALUES (?,?,?,?)",
-                        (rel, stamp[0], stamp[1], msg))
+        cur.execute("DELETE FROM stage_runs WHERE path=?", (rel,))
+        if error is not None:
+            cur.execute("INSERT OR REPLACE INTO files (path, mtime_ns, size, error, dir) VALUES (?,?,?,?,?)",
+                        (rel, stamp[0], stamp[1], error, folder_of(rel)))
             return
-        except (TypeError, ValueError, AttributeError, KeyError) as exc:  # valid JSON, wrong shapes inside
-            cur.execute("INSERT OR REPLACE INTO files (path, mtime_ns, size, error) VALUES (?,?,?,?)",
-                        (rel, stamp[0], stamp[1], f"malformed result: {type(exc).__name__}: {exc}"))
-            return
-        cur.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,NULL,?,?,?,?,?,?)",
+        facts, rows, stack = parts
+        cur.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,NULL,?,?,?,?,?,?,?)",
                     (rel, stamp[0], stamp[1], facts["run_id"], facts["started_at"], facts["complete"],
-                     facts["provenance"], facts["hostname"], facts["stack_id"]))
-        cur.executemany("INSERT INTO stage_runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", [(rel, *r) for r in rows])
+                     facts["provenance"], facts["hostname"], facts["stack_id"], folder_of(rel)))
+        # plain INSERT: the rows were just deleted, so a duplicate is a bug the key must catch
+        cur.executemany("INSERT INTO stage_runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        [(rel, seq, *r) for seq, r in enumerate(rows)])
         cur.execute("INSERT OR REPLACE INTO stacks VALUES (:stack_id,:gpu_model,:arch,:driver,:cuda,:torch,:dflex,:facts)",
                     stack)
+
+
+# -- what readers call ------------------------------------------------------------
+def open_index(folder: Path, cache: bool = True, quick: bool = False, wait_s: float = BUSY_TIMEOUT_S,
+               direct_limit: int | None = None) -> tuple[ResultIndex, RefreshStats]:
+    """The refreshed index of ``folder``, and what the refresh found.
+
+    When the cached index stays locked past ``wait_s`` (another process holds it), the
+    files are read directly into a throw-away index, with one warning line saying so; when
+    there are more than ``direct_limit`` of them (preflight, which has a budget), it raises
+    :class:`IndexBusy` instead (exit 75). An index that can be read but not written (a
+    read-only cache folder) is also replaced by a throw-away one.
+    """
+    try:
+        idx = ResultIndex(folder, cache=cache, wait_s=wait_s)
+    except IndexLocked as exc:
+        locked = exc
+    else:
+        try:
+            return idx, idx.refresh(quick=quick)
+        except IndexLocked as exc:
+            idx.close()
+            locked = exc
+        except (sqlite3.OperationalError, indexdb.IndexCorrupt) as exc:  # read-only; bad even when rebuilt
+            idx.close()
+            log.info("index %s: %s; using a throw-away index", idx.path, exc)
+            idx = ResultIndex(folder, cache=False)
+            return idx, idx.refresh()
+        except BaseException:
+            idx.close()
+            raise
+    n = len(scan(Path(folder).resolve())[0])
+    if direct_limit is not None and n > direct_limit:
+        raise IndexBusy(f"{locked} (another process holds it), and {n} result files are more than "
+                        f"{direct_limit} to read directly within the budget: answering 75, retry")
+    note = f"{locked} (another process holds it): read the {n} result files directly"
+    log.warning("%s", note)
+    idx = ResultIndex(folder, cache=False)
+    stats = idx.refresh()
+    stats.note = note
+    return idx, stats
+
+
+def skipped_files(stats: Iterable[RefreshStats]) -> list[dict[str, str]]:
+    """``[{"file", "reason"}]`` over several folders, for ``--json`` output."""
+    return [entry for s in stats for entry in s.skipped]
 
 
 def describe_unreadable(stats: list[RefreshStats], limit: int = 5) -> str | None:

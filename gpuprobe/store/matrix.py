@@ -19,7 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gpuprobe.store import provenance as prov
-from gpuprobe.store.index import STACK_FIELDS, RefreshStats, ResultIndex, describe_unreadable, normalise_time
+from gpuprobe.store.index import (BUSY_TIMEOUT_S, STACK_FIELDS, RefreshStats, describe_unreadable, normalise_time,
+                                  open_index, skipped_files)
+from gpuprobe.store.indexdb import mark_sound
 from gpuprobe.store.results import SEVERITY, utc_now
 from gpuprobe.run.stages import STAGE_NAMES, STATIC_STAGES
 
@@ -100,11 +102,13 @@ class Evidence:
         return describe_unreadable(self.stats)
 
 
-def open_evidence(folders: list[Path], cache: bool = True, quick: bool = False) -> Evidence:
+def open_evidence(folders: list[Path], cache: bool = True, quick: bool = False, wait_s: float = BUSY_TIMEOUT_S,
+                  direct_limit: int | None = None) -> Evidence:
     """Refresh each folder's index and attach them all to one in-memory connection.
 
     The union views ``runs`` and ``stacks`` cover every folder; ``quick`` trusts folder
-    mtimes (preflight) instead of stat-ing every file (matrix).
+    mtimes (preflight) instead of stat-ing every file (matrix). ``wait_s`` and
+    ``direct_limit``: what to do when an index is locked (:func:`open_index`).
     """
     folders = list(dict.fromkeys(Path(f).expanduser().resolve() for f in folders))
     if len(folders) > MAX_FOLDERS:
@@ -113,13 +117,8 @@ def open_evidence(folders: list[Path], cache: bool = True, quick: bool = False) 
     conn = sqlite3.connect(":memory:", isolation_level=None)
     with ExitStack() as stack:
         for i, folder in enumerate(folders):
-            idx = stack.enter_context(ResultIndex(folder, cache=cache))
-            try:
-                stats = idx.refresh(quick=quick)
-            except sqlite3.OperationalError as exc:  # an index we can read but not update
-                log.info("index %s: %s; using a throw-away index", idx.path, exc)
-                idx = stack.enter_context(ResultIndex(folder, cache=False))
-                stats = idx.refresh()
+            idx, stats = open_index(folder, cache=cache, quick=quick, wait_s=wait_s, direct_limit=direct_limit)
+            stack.enter_context(idx)
             ev.stats.append(stats)
             conn.execute(f"ATTACH DATABASE ? AS i{i}", (str(idx.db_file),))
             if idx.path is None:  # throw-away index: copy it before the file goes
@@ -244,7 +243,7 @@ def build(folders: list[Path], view: str = "stack", flt: MatrixFilter | None = N
             row_ids = sorted({gid for gid, _ in cells}, key=lambda r: str(r))
             rows = [_row(view, gid, stages, cells, stacks, ev.conn) for gid in row_ids]
             if key:
-                _store_answer(ev.conn, key, json.dumps(rows))
+                _store_answer(ev.conn, key, json.dumps(rows), ev.stats[0].index_path)
     finally:
         ev.close()
     columns = _columns(view) + (["provenance"] if any("provenance" in r["key"] for r in rows) else [])
@@ -256,7 +255,7 @@ def build(folders: list[Path], view: str = "stack", flt: MatrixFilter | None = N
         "filters": {k: v for k, v in asdict(flt).items() if v},
         "sources": [{"folder": str(s.folder), "files": s.files, "read": s.read,
                      "index": str(s.index_path) if s.index_path else None} for s in ev.stats],
-        "skipped": [{"file": str(s.folder / p), "reason": e} for s in ev.stats for p, e in s.unreadable],
+        "skipped": skipped_files(ev.stats),
         "skipped_message": ev.unreadable_message, "generated_at": utc_now(),
     }
 
@@ -283,13 +282,16 @@ def _stored_answer(conn: sqlite3.Connection, key: str) -> str | None:
     return row[0] if row else None
 
 
-def _store_answer(conn: sqlite3.Connection, key: str, data: str) -> None:
+def _store_answer(conn: sqlite3.Connection, key: str, data: str, index_path: Path | None = None) -> None:
     try:
         conn.execute("INSERT OR REPLACE INTO i0.answers VALUES (?, 0, ?)", (key, data))
         conn.execute(f"DELETE FROM i0.answers WHERE rowid NOT IN (SELECT rowid FROM i0.answers"
                      f" ORDER BY rowid DESC LIMIT {MAX_ANSWERS})")
     except sqlite3.OperationalError as exc:  # read-only or busy: the answer is only a shortcut
         log.info("answer not kept: %s", exc)
+        return
+    if index_path is not None:  # our own write: the next open need not check the file again
+        mark_sound(index_path, conn, "i0")
 
 
 def _columns(view: str) -> list[str]:

@@ -35,7 +35,7 @@ from pathlib import Path
 from gpuprobe import exitcodes
 from gpuprobe.node.fingerprint import Fingerprint
 from gpuprobe.store import provenance as prov
-from gpuprobe.store.index import stack_id
+from gpuprobe.store.index import DIRECT_LIMIT, PREFLIGHT_WAIT_S, IndexBusy, stack_id
 from gpuprobe.run.stages import STAGE_NAMES
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,8 @@ def lookup(folders: list[Path], fp: Fingerprint, stages: list[str],
 
     key = fp.stack_key()
     provenances = PROVENANCES + prov.EXERCISES if fp.simulated else PROVENANCES
-    ev = open_evidence(folders, cache=cache, quick=True)
+    # a locked index must not hold a job start: past its budget, read the files or answer 75
+    ev = open_evidence(folders, cache=cache, quick=True, wait_s=PREFLIGHT_WAIT_S, direct_limit=DIRECT_LIMIT)
     try:
         exact = _lookup(ev.conn, "stack_id", stack_id(key), stages, provenances)
         missing = [s for s in stages if s not in exact]
@@ -254,7 +255,11 @@ def evaluate(folders: list[Path], fp: Fingerprint, stages: list[str] | None = No
                                "may land here again)",
                                "ask an admin to check the GPU (nvidia-smi -q; Xid errors in dmesg)"])
     static = static_evidence(fp)
-    evidence, sources, skipped, skipped_files = lookup(folders, fp, stages, cache=cache)
+    try:
+        evidence, sources, skipped, skipped_files = lookup(folders, fp, stages, cache=cache)
+    except IndexBusy as exc:  # a locked index and too many files to read in the budget: say so, exit 75
+        return Verdict(TRANSIENT, exitcodes.TEMPFAIL, str(exc), node, [StageEvidence(s) for s in stages],
+                       advice=["retry in a moment, or pass --no-cache to read every result file (slower)"])
     live_run = None
     if live and not (static and static.bad):  # the binaries cannot run here: nothing to probe
         probed, live_run = live_probe(live, folders[0], live_timeout)
