@@ -77,7 +77,13 @@ CREATE INDEX IF NOT EXISTS stage_runs_stack ON stage_runs(stack_id, stage, prove
 CREATE INDEX IF NOT EXISTS stage_runs_model ON stage_runs(gpu_model, stage, provenance, status, duration_s, at);
 CREATE INDEX IF NOT EXISTS stage_runs_host ON stage_runs(hostname, stage, provenance, status, duration_s, at,
   gpu_model);
-CREATE INDEX IF NOT EXISTS stage_runs_signed ON stage_runs(stage, signatures) WHERE signatures IS NOT NULL;
+-- and the few rows with signatures (known issues matched), per view
+CREATE INDEX IF NOT EXISTS stage_runs_stack_sig ON stage_runs(stack_id, stage, provenance, signatures)
+  WHERE signatures IS NOT NULL;
+CREATE INDEX IF NOT EXISTS stage_runs_model_sig ON stage_runs(gpu_model, stage, provenance, signatures)
+  WHERE signatures IS NOT NULL;
+CREATE INDEX IF NOT EXISTS stage_runs_host_sig ON stage_runs(hostname, stage, provenance, signatures)
+  WHERE signatures IS NOT NULL;
 """ + indexlog.DDL
 
 
