@@ -19,7 +19,9 @@ Exact under any number of processes: the slow part (reading and converting files
 outside the lock, but which files are new, changed or gone is decided again under the
 write lock (``BEGIN IMMEDIATE``) against what the index holds then, each file's rows are
 replaced in the same transaction as its ``files`` row, and the primary key on
-``(path, seq)`` makes a second copy of a file's stages impossible.
+``(path, seq)`` makes a second copy of a file's stages impossible. The same transaction raises
+the index's generation and logs which matrix cells it touched (:mod:`gpuprobe.store.indexlog`),
+so a kept matrix answer recomputes only those.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ CREATE INDEX IF NOT EXISTS stage_runs_stack ON stage_runs(stack_id, stage, prove
 CREATE INDEX IF NOT EXISTS stage_runs_model ON stage_runs(gpu_model, stage, provenance, status, duration_s, at);
 CREATE INDEX IF NOT EXISTS stage_runs_host ON stage_runs(hostname, stage, provenance, status, duration_s, at,
   gpu_model);
+-- the newest runs of a cell by a seek (a node's cells are small enough to sort)
+CREATE INDEX IF NOT EXISTS stage_runs_stack_at ON stage_runs(stack_id, stage, provenance, at, run_id);
+CREATE INDEX IF NOT EXISTS stage_runs_model_at ON stage_runs(gpu_model, stage, provenance, at, run_id);
 -- and the few rows with signatures (known issues matched), per view
 CREATE INDEX IF NOT EXISTS stage_runs_stack_sig ON stage_runs(stack_id, stage, provenance, signatures)
   WHERE signatures IS NOT NULL;

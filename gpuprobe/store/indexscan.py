@@ -105,10 +105,10 @@ def scan(folder: Path, trust: dict[str, int] | None = None
                     name = entry.name
                     if name.startswith("."):
                         continue  # temporary files of atomic writers
-                    sub = f"{rel}/{name}" if rel else name
                     if name.endswith(SUFFIX):
                         if skip:
-                            continue
+                            continue  # the common case on a warm run: before any other work per entry
+                        sub = f"{rel}/{name}" if rel else name
                         try:
                             st = entry.stat()
                         except OSError:
@@ -118,7 +118,7 @@ def scan(folder: Path, trust: dict[str, int] | None = None
                                 continue  # renamed away between listing and stat
                         files[sub] = (st.st_mtime_ns, st.st_size)
                     elif entry.is_dir(follow_symlinks=False):
-                        stack.append(sub)
+                        stack.append(f"{rel}/{name}" if rel else name)
         except OSError as exc:
             log.warning("cannot list %s: %s", here, exc.strerror or exc)
     return files, dirs, trusted

@@ -5,7 +5,9 @@ Rows are a grouping of the runs (``stack``: GPU model, arch, driver, CUDA, torch
 the runs of that row and stage: counts by status ("hang 3/3"), the latest status, the
 last time and the median duration, the latest run ids and hosts, and the known-issue
 signatures their evidence matched. The aggregation runs inside SQLite over the per-folder
-indexes (:mod:`gpuprobe.store.index`), so 100k result files stay interactive.
+indexes (:mod:`gpuprobe.store.index`), one cell at a time, and answers are kept in the index
+and brought up to date by recomputing only the cells a change touched
+(:mod:`gpuprobe.store.matrixcells`), so 100k result files stay interactive as results arrive.
 """
 
 from __future__ import annotations
@@ -175,11 +177,6 @@ def build(folders: list[Path], view: str = "stack", flt: MatrixFilter | None = N
     ev = open_evidence(folders, cache=cache)
     try:
         assert ev.conn is not None
-        # the user's jobs (attach/watch) and static checks (gpuprobe kernels --save) get a column once some exist
-        present = {s for s in STATIC_STAGES + OBSERVED_STAGES
-                   if ev.conn.execute("SELECT 1 FROM runs WHERE stage=? LIMIT 1", (s,)).fetchone()}
-        stages = [s for s in known if (not flt.stages or s in flt.stages)
-                  and (s not in OBSERVED_STAGES + STATIC_STAGES or s in present)]
         where, args = flt.sql()
         stacks: dict[str, dict] = {}
 
@@ -191,12 +188,19 @@ def build(folders: list[Path], view: str = "stack", flt: MatrixFilter | None = N
         # one read transaction: the answer is the indexes' state at the generations it is kept under
         ev.conn.execute("BEGIN")
         try:
+            # the user's jobs (attach/watch) and static checks (gpuprobe kernels --save) get a column once
+            # some exist; asked per GPU model (every run's is in stacks), a seek into the model index each
+            present = {s for s in STATIC_STAGES + OBSERVED_STAGES if ev.conn.execute(
+                "SELECT 1 FROM runs WHERE gpu_model IN (SELECT gpu_model FROM stacks) AND stage=? LIMIT 1",
+                (s,)).fetchone()}
             cells, labels, kept = mc.answer(ev.conn, view, where, args, _answer_key(ev, view, flt),
                                             len(ev.stats), label_of)
         finally:
             ev.conn.execute("COMMIT")
         if kept is not None:
             mc.keep(ev.conn, kept, ev.stats[0].index_path)
+        stages = [s for s in known if (not flt.stages or s in flt.stages)
+                  and (s not in OBSERVED_STAGES + STATIC_STAGES or s in present)]
         rows = [{"id": _row_id(gid), "key": dict(labels[gid]), "cells": {s: cells.get((gid, s)) for s in stages}}
                 for gid in sorted(labels, key=str)]
     finally:

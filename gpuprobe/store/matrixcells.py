@@ -4,9 +4,10 @@ recomputing only the cells that changed.
 A cell is the runs of one row and stage: the rows of a view are ``stack_id``, ``gpu_model`` or
 ``hostname`` (split further by exercise: drills and simulations get rows of their own), so
 every cell lies within one ``(group value, stage)`` pair, and the index has, per view, an
-index on ``(group, stage, provenance, status, duration_s, at)``. A pair's cells are then
-computed from that pair's entries alone (counts, the median by an ordered scan, the newest
-runs by a bounded lookup), never from the whole folder.
+index on ``(group, stage, provenance, status, duration_s, at)`` and one on
+``(group, stage, provenance, at, run_id)``. A pair's cells are then computed from that pair's
+entries alone (counts by a scan in index order, the median by an ordered scan, the newest runs
+by a seek), never from the whole folder.
 
 A computed answer is kept in the first folder's index together with each folder's index
 epoch and generation. When a folder changes, its change log (:mod:`gpuprobe.store.indexlog`)
@@ -33,8 +34,6 @@ log = logging.getLogger(__name__)
 # A row is split by exercise: drills and simulations never share a row (or its counts) with
 # evidence, and their row key says which they are, so every view labels them.
 LABEL_SEP = "\x1f"
-LABEL_SQL = (f"CASE WHEN provenance IN ({','.join(repr(p) for p in prov.EXERCISES)}) "
-             f"THEN '{LABEL_SEP}' || provenance ELSE '' END")
 GROUP = {"stack": "stack_id", "model": "gpu_model", "node": "hostname"}
 LATEST_RUNS = 3          # run ids kept per cell
 MAX_ANSWERS = 64         # answers kept per index (views x filters x folder sets)
@@ -59,6 +58,19 @@ def pairs_of(conn: sqlite3.Connection, view: str, where: str, args: list) -> lis
     return conn.execute(f"SELECT DISTINCT {GROUP[view]}, stage FROM runs{where}", args).fetchall()
 
 
+def _label(provenance: str | None) -> str:
+    """A row id's exercise label for runs of this provenance (LABEL_SQL, in Python)."""
+    return LABEL_SEP + provenance if provenance in prov.EXERCISES else ""
+
+
+def _in_label(label: str) -> tuple[str, list]:
+    """The runs of one label, as conditions on ``provenance`` that the per-view index serves."""
+    if label:
+        return " AND provenance = ?", [label[len(LABEL_SEP):]]
+    marks = ",".join("?" * len(prov.EXERCISES))
+    return f" AND (provenance IS NULL OR provenance NOT IN ({marks}))", list(prov.EXERCISES)
+
+
 def compute_pair(conn: sqlite3.Connection, view: str, where: str, args: list, value: str | None,
                  stage: str) -> Cells:
     """The cells of one ``(group value, stage)``: one per exercise label found there."""
@@ -66,40 +78,53 @@ def compute_pair(conn: sqlite3.Connection, view: str, where: str, args: list, va
     cond = f"{where}{' AND' if where else ' WHERE'} {col} IS ? AND stage = ?"
     base = [*args, value, stage]
     # a NULL group value makes a NULL row id whatever the label: one cell, as the whole
-    lab = LABEL_SQL if value is not None else "''"
+    label_of = _label if value is not None else (lambda _p: "")
     cells: Cells = {}
     with_durations: dict[str, int] = {}
-    for label, status, n, n_dur in conn.execute(
-            f"SELECT {lab} AS lab, status, COUNT(*), COUNT(duration_s) FROM runs{cond} GROUP BY lab, status", base):
+    provenances: dict[str, list] = {}
+    # grouped in the index's own order (provenance, status): no sort, no expression per run
+    for provenance, status, n, n_dur in conn.execute(
+            f"SELECT provenance, status, COUNT(*), COUNT(duration_s) FROM runs{cond} GROUP BY provenance, status",
+            base):
+        label = label_of(provenance)
         cell = cells.setdefault(label, {"runs": 0, "counts": {}, "median_duration_s": None, "last_at": None,
                                         "status": None, "latest": [], "signatures": []})
-        cell["counts"][status] = n
+        cell["counts"][status] = cell["counts"].get(status, 0) + n
         cell["runs"] += n
         with_durations[label] = with_durations.get(label, 0) + n_dur
+        if provenance not in provenances.setdefault(label, []):
+            provenances[label].append(provenance)
     for label, cell in cells.items():
-        in_cell = f"{cond} AND {lab} = ?"
-        args_cell = [*base, label]
+        cell["counts"] = dict(sorted(cell["counts"].items()))
+        extra, extra_args = _in_label(label) if value is not None else ("", [])
+        in_cell, args_cell = cond + extra, [*base, *extra_args]
         n = with_durations[label]
         if n:  # the middle one or two durations, found by an ordered scan of the cell's entries
             mid = [r[0] for r in conn.execute(
                 f"SELECT duration_s FROM runs{in_cell} AND duration_s IS NOT NULL ORDER BY duration_s"
                 f" LIMIT {1 if n % 2 else 2} OFFSET {(n - 1) // 2}", args_cell)]
             cell["median_duration_s"] = round(sum(mid) / len(mid), 3)
-        # the newest runs: the LATEST_RUNS-th newest time comes from the covering index; only
-        # the runs at or after it are fetched whole (ties included, then ordered)
-        third = conn.execute(f"SELECT at FROM runs{in_cell} ORDER BY at DESC LIMIT 1 OFFSET {LATEST_RUNS - 1}",
-                             args_cell).fetchone()
-        newer, newer_args = (" AND at >= ?", [third[0]]) if third and third[0] is not None else ("", [])
-        for status, at, run_id, host in conn.execute(
-                f"SELECT status, at, run_id, hostname FROM runs{in_cell}{newer}"
+        # the newest runs: per provenance, a seek into the (group, stage, provenance, at) index
+        # for the LATEST_RUNS newest, then the newest of those
+        newest = []
+        for provenance in provenances[label]:
+            newest += conn.execute(
+                f"SELECT status, at, run_id, hostname FROM runs{cond} AND provenance IS ?"
                 f" ORDER BY at DESC, run_id DESC, hostname DESC, status DESC LIMIT {LATEST_RUNS}",
-                [*args_cell, *newer_args]):
+                [*base, provenance]).fetchall()
+        # SQLite's descending order, NULL last: (status, at, run_id, host) by at, run_id, host, status
+        newest.sort(key=lambda r: [(v is not None, v or "") for v in (r[1], r[2], r[3], r[0])], reverse=True)
+        for status, at, run_id, host in newest[:LATEST_RUNS]:
             if cell["status"] is None:
                 cell["status"], cell["last_at"] = status, at
             cell["latest"].append({"run_id": run_id, "host": host, "status": status, "at": at})
-    for label, sigs, n in conn.execute(
-            f"SELECT {lab} AS lab, signatures, COUNT(*) FROM runs{cond} AND signatures IS NOT NULL"
-            f" GROUP BY lab, signatures", base):
+    # signatures: runs counted per (label, signature list) across provenances, in the list's order
+    signed: dict[tuple[str, str], int] = {}
+    for provenance, sigs, n in conn.execute(
+            f"SELECT provenance, signatures, COUNT(*) FROM runs{cond} AND signatures IS NOT NULL"
+            f" GROUP BY provenance, signatures", base):
+        signed[(label_of(provenance), sigs)] = signed.get((label_of(provenance), sigs), 0) + n
+    for (label, sigs), n in sorted(signed.items()):
         cell = cells[label]
         seen = {s["id"] for s in cell["signatures"]}
         for sig in json.loads(sigs):
