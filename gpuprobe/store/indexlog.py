@@ -18,7 +18,6 @@ from __future__ import annotations
 import sqlite3
 
 KEEP_GENERATIONS = 512
-KEY_COLUMNS = ("stack_id", "gpu_model", "hostname", "stage")
 
 DDL = """
 CREATE TABLE IF NOT EXISTS changes (generation INTEGER NOT NULL, stack_id TEXT, gpu_model TEXT, hostname TEXT,

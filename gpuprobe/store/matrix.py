@@ -23,7 +23,7 @@ from gpuprobe.store import matrixcells as mc
 from gpuprobe.store import provenance as prov
 from gpuprobe.store.index import (_DDL, BUSY_TIMEOUT_S, STACK_FIELDS, RefreshStats, describe_unreadable,
                                   normalise_time, open_index, skipped_files)
-from gpuprobe.store.matrixcells import LABEL_SEP, LATEST_RUNS, cell_summary  # noqa: F401 - part of this API
+from gpuprobe.store.matrixcells import LABEL_SEP, LATEST_RUNS, cell_summary  # noqa: F401 - importable from here as before
 from gpuprobe.store.results import utc_now
 from gpuprobe.run.stages import STAGE_NAMES, STATIC_STAGES
 
@@ -170,6 +170,8 @@ def _row_label(view: str, gid: str, stacks: dict[str, dict], conn: sqlite3.Conne
 def build(folders: list[Path], view: str = "stack", flt: MatrixFilter | None = None, cache: bool = True) -> dict:
     """The matrix as one JSON-ready dict; every renderer starts from it."""
     flt = flt or MatrixFilter()
+    if view not in VIEWS:
+        raise MatrixError(f"unknown view {view!r} (known: {', '.join(VIEWS)})")
     known = STATIC_STAGES + STAGE_NAMES + OBSERVED_STAGES
     unknown = set(flt.stages) - set(known)
     if unknown:
