@@ -1,26 +1,33 @@
-"""Stage ``train``: one PWM iteration at a model size, and optionally the real loop's first epoch.
+"""Stage ``train``: one PWM iteration of the chosen alg, and optionally the real loop's first epoch.
 
-Iteration (always), with the trainer's own code (``gpuprobe_pwm.agent.PWMAgent``):
+Iteration (always): the update of the alg's own variant, with the trainer's own code.
+``alg.variant: upstream`` (``pwm*``, the default) runs ``UpstreamAgent`` in UpstreamTrainer's order;
+``bundled`` (``bundled_*``) runs ``PWMAgent`` in Trainer's order:
+  ``env``            (upstream) the env its actor update steps, built as the first epoch's
   ``build``          the agent (world model, actor, critic, optimisers) on the device
-  ``sample``         one batch from a small ``gpuprobe_pwm.buffer.Buffer`` filled with random episodes
-  ``wm_update`` / ``actor_update`` / ``critic_update``  each update, timed (marks before each)
-Recorded: seconds per update, parameter counts, peak memory (``torch.cuda.max_memory_allocated``
-on CUDA; the process's RSS high-water from ``getrusage`` on the CPU, interpreter included).
+  ``sample``         a small ``gpuprobe_pwm.buffer.Buffer`` filled with random episodes, ready to sample
+  upstream: ``actor_update`` (its H-step rollout stepping the real env in lockstep, one actor step),
+            ``critic_update`` (TD(lambda) on that rollout), ``wm_update`` (one world-model update)
+  bundled:  ``wm_update``, ``actor_update`` (through the world model from buffer samples), ``critic_update``
+Each update timed (marks before each). Recorded: seconds per update, the variant, the update order,
+parameter counts, peak memory (``torch.cuda.max_memory_allocated`` on CUDA; the process's RSS
+high-water from ``getrusage`` on the CPU, interpreter included); upstream also the env and its steps.
 
 First epoch (``--set train.first_epoch=true`` / ``--train-epoch``): the loop as ``gpuprobe_pwm.train`` wires
-it (env, full-size Buffer, ``gpuprobe_pwm.trainer.Trainer``), so "no output for minutes" gets a number:
-X
+it (env, full-size Buffer, the variant's Trainer), so "no output for minutes" gets a number:
   ``epoch.collect``  progress done/total env steps of the first episode (the collector's step)
   ``epoch.first_episode``  the first episode completed (step count, seconds)
   ``epoch.buffer.<event>``  the Buffer's own events from its first add: mem_get_info,
                      storage_decision, alloc, fill (``epoch.buffer.fill`` is the first buffer add)
-  ``epoch.update``   ``Trainer.update()`` (first world-model update, then actor and critic);
-                     its samples show as ``epoch.buffer.first_sample`` / ``epoch.buffer.sample``
+  ``epoch.update``   the Trainer's ``update()`` (the variant's order; upstream's first one includes its
+                     world-model warm-up); its samples show as ``epoch.buffer.first_sample`` / ``epoch.buffer.sample``
 
-Options (``--set train.KEY=VALUE``): ``model_size`` 5M | 48M | tiny [--model-size], ``obs_dim`` 37,
-``act_dim`` 8 (Ant), ``iterations`` (1), ``first_epoch`` [--train-epoch], ``env`` (dflex_ant when
-dflex is installed, else cartpole_swingup), ``num_envs``, ``episode_length``, ``buffer_size``,
-``storage``/``pin_memory``/``prefetch``/``free_memory_gb`` as the buffer stage.
+Options (``--set train.KEY=VALUE``): ``alg`` (an alg config's name: pwm*, bundled_*; wins over
+``model_size``), ``model_size`` 5M | 19M | 48M | 317M | tiny [--model-size] (upstream's configs),
+``obs_dim`` 37, ``act_dim`` 8 (Ant; the bundled iteration, which needs no env), ``iterations`` (1),
+``first_epoch`` [--train-epoch], ``env`` (dflex_ant when dflex is installed, else cartpole_swingup),
+``num_envs``, ``episode_length``, ``buffer_size``, ``storage``/``pin_memory``/``prefetch``/``free_memory_gb``
+as the buffer stage.
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ import gpuprobe_pwm
 from gpuprobe.child.stage import StageContext
 
 CONFIG_DIR = Path(gpuprobe_pwm.__file__).resolve().parent / "config"  # the trainer's own configs
-MODEL_SIZES = {"5M": "pwm_5M", "48M": "pwm_48M", "tiny": "pwm_tiny"}
+# --model-size: upstream's configs (the default variant); --set train.alg=NAME names any alg config
+MODEL_SIZES = {"5M": "pwm_5M", "19M": "pwm_19M", "48M": "pwm_48M", "317M": "pwm_317M", "tiny": "pwm_tiny"}
 
 
 def alg_config(size: str) -> dict:
@@ -45,7 +53,9 @@ def alg_config(size: str) -> dict:
     name = MODEL_SIZES.get(str(size), str(size))
     path = CONFIG_DIR / "alg" / f"{name}.yaml"
     if not path.is_file():
-        raise ValueError(f"unknown model size {size!r}; known: {', '.join(MODEL_SIZES)}")
+        known = sorted(p.stem for p in (CONFIG_DIR / "alg").glob("*.yaml"))
+        raise ValueError(f"unknown model size or alg {size!r}; sizes: {', '.join(MODEL_SIZES)}; "
+                         f"algs: {', '.join(known)}")
     raw = yaml.safe_load(path.read_text()) or {}
     merged: dict = {}
     for base in raw.pop("defaults", []) or []:
@@ -96,64 +106,140 @@ def _sync(torch: Any, device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-def one_iteration(ctx: StageContext, torch: Any, device: str, alg: dict) -> dict:
-    from gpuprobe_pwm.agent import PWMAgent
+def iteration_env(o: dict) -> tuple[str, Any]:
+    """The env the stage runs (option ``env``; dflex_ant when dflex is installed, else the bundled
+    cart-pole) and its config's settings (upstream's constructor arguments for a dflex env)."""
+    from gpuprobe_pwm.envs import dflex_status
+    from gpuprobe_pwm.settings import env_settings
+
+    env_name = str(o.get("env") or ("dflex_ant" if dflex_status()[0] else "cartpole_swingup"))
+    env_yaml = CONFIG_DIR / "env" / f"{env_name}.yaml"
+    return env_name, env_settings(yaml.safe_load(env_yaml.read_text()) if env_yaml.is_file() else {"name": env_name})
+
+
+def random_episode_buffer(torch: Any, device: str, cfg: Any, obs_dim: int, act_dim: int, spare_rows: int = 0) -> Any:
+    """A small Buffer of random episodes: the world-model update sees batches shaped exactly as in
+    training. ``spare_rows``: room for what an env-stepping update books into it besides."""
     from gpuprobe_pwm.buffer import Buffer
 
-    o = ctx.options
-    cfg = agent_config(alg)
-    obs_dim, act_dim = int(o.get("obs_dim", 37)), int(o.get("act_dim", 8))
-    ctx.mark("build", model_size=str(o.get("model_size", "5M")), obs_dim=obs_dim, act_dim=act_dim)
-    t = time.monotonic()
-    agent = PWMAgent(obs_dim, act_dim, cfg, device)
-    _sync(torch, device)
-    out: dict = {"build_s": round(time.monotonic() - t, 3), "param_counts": vars(agent.param_counts),
-                 "param_total": agent.param_counts.total}
-    # A small Buffer of random episodes: the updates see batches shaped exactly as in training.
     steps = max(cfg.horizon + 1, 64)
-    buf = Buffer(max(4 * (steps + 1), 1024), obs_dim, act_dim, horizon=cfg.horizon,
+    buf = Buffer(max(4 * (steps + 1), 1024) + spare_rows, obs_dim, act_dim, horizon=cfg.horizon,
                  batch_size=cfg.wm_batch_size, device=device, storage="cpu" if device == "cpu" else "auto", seed=0)
     buf.add(torch.randn(steps + 1, 4, obs_dim), torch.rand(steps, 4, act_dim) * 2 - 1, torch.randn(steps, 4))
+    return buf
+
+
+def _timed(torch: Any, device: str, fn: Any, *args: Any) -> tuple[Any, float]:
+    t = time.monotonic()
+    out = fn(*args)
+    _sync(torch, device)  # CUDA runs asynchronously: without it the time would be the launch's
+    return out, round(time.monotonic() - t, 4)
+
+
+def bundled_iteration(ctx: StageContext, torch: Any, device: str, cfg: Any) -> dict:
+    """The bundled variant's update (gpuprobe_pwm.agent.PWMAgent, Trainer.update's order): world
+    model from the Buffer, then the actor through the world model from buffer samples, then the
+    critic on that imagined rollout. No env: obs_dim/act_dim (Ant's by default) size the networks."""
+    from gpuprobe_pwm.agent import PWMAgent
+
+    o = ctx.options
+    obs_dim, act_dim = int(o.get("obs_dim", 37)), int(o.get("act_dim", 8))
+    ctx.mark("build", variant="bundled", obs_dim=obs_dim, act_dim=act_dim)
+    agent, build_s = _timed(torch, device, PWMAgent, obs_dim, act_dim, cfg, device)
+    buf = random_episode_buffer(torch, device, cfg, obs_dim, act_dim)
     ctx.mark("sample", batch_size=cfg.wm_batch_size, horizon=cfg.horizon)
     rows = []
-    for i in range(int(o.get("iterations", 1))):
-        obs, act, rew = buf.sample()
-        row: dict = {}
-        ctx.mark("wm_update", iteration=i)
-        t = time.monotonic()
-        row["wm"] = agent.update_world_model(obs, act, rew)
-        _sync(torch, device)
-        row["wm_update_s"] = round(time.monotonic() - t, 4)
-        ctx.mark("actor_update", iteration=i)
-        t = time.monotonic()
-        actor_info, imagination = agent.update_actor(buf.sample(cfg.actor_batch_size)[0][0])
-        _sync(torch, device)
-        row["actor_update_s"] = round(time.monotonic() - t, 4)
-        row["actor"] = actor_info
-        ctx.mark("critic_update", iteration=i)
-        t = time.monotonic()
-        row["critic"] = agent.update_critic(imagination)
-        _sync(torch, device)
-        row["critic_update_s"] = round(time.monotonic() - t, 4)
-        rows.append(row)
-    buf.close()
+    try:
+        for i in range(int(o.get("iterations", 1))):
+            obs, act, rew = buf.sample()
+            row: dict = {}
+            ctx.mark("wm_update", iteration=i)
+            row["wm"], row["wm_update_s"] = _timed(torch, device, agent.update_world_model, obs, act, rew)
+            ctx.mark("actor_update", iteration=i, rollout="world model, from buffer samples")
+            (row["actor"], imagination), row["actor_update_s"] = _timed(
+                torch, device, lambda: agent.update_actor(buf.sample(cfg.actor_batch_size)[0][0]))
+            ctx.mark("critic_update", iteration=i)
+            row["critic"], row["critic_update_s"] = _timed(torch, device, agent.update_critic, imagination)
+            rows.append(row)
+    finally:
+        buf.close()
+    return {"agent": agent, "build_s": build_s, "rows": rows, "obs_dim": obs_dim, "act_dim": act_dim,
+            "actor_batch": cfg.actor_batch_size, "update_order": ["wm", "actor", "critic"]}
+
+
+def upstream_iteration(ctx: StageContext, torch: Any, device: str, cfg: Any) -> dict:
+    """Upstream's update (gpuprobe_pwm.agent_upstream.UpstreamAgent, UpstreamTrainer.update's order):
+    the actor's H-step rollout from the live env states, stepping the real env in lockstep (those
+    steps are booked as collected data), one actor step; the critic's TD(lambda) fit on that
+    rollout; then one world-model update from the Buffer. The env's sizes size the networks."""
+    from gpuprobe_pwm.agent_upstream import UpstreamAgent
+    from gpuprobe_pwm.envs import make_env
+    from gpuprobe_pwm.trainer import EpisodeCollector
+
+    o = ctx.options
+    env_name, env_cfg = iteration_env(o)
+    num_envs = int(o.get("num_envs", env_cfg.num_envs))
+    episode_length = o.get("episode_length", env_cfg.episode_length)
+    # its own mark: importing dflex and building its env can stall apart from the networks
+    ctx.mark("env", env=env_name, num_envs=num_envs, episode_length=episode_length)
+    env, env_s = _timed(torch, device, lambda: make_env(
+        env_name, num_envs, device, 0, None if episode_length is None else int(episode_length),
+        options=env_cfg.options))
+    ctx.mark("build", variant="upstream", obs_dim=env.num_obs, act_dim=env.num_acts)
+    agent, build_s = _timed(torch, device, UpstreamAgent, env.num_obs, env.num_acts, cfg, device)
+    iterations = int(o.get("iterations", 1))
+    # an env that finishes inside a rollout pushes its episode: room for all of them, every iteration
+    buf = random_episode_buffer(torch, device, cfg, env.num_obs, env.num_acts,
+                                spare_rows=iterations * num_envs * (cfg.horizon + 1))
+    # upstream updates its normalisers from world-model batches, not from env steps (as the trainer)
+    collector = EpisodeCollector(env, buf, agent, min_length=cfg.horizon, update_normalizers=False)
+    ctx.mark("sample", batch_size=cfg.wm_batch_size, horizon=cfg.horizon)
+    rows = []
+    env_steps = 0
+    try:
+        for i in range(iterations):
+            row: dict = {}
+            ctx.mark("actor_update", iteration=i, rollout="real env in lockstep", env=env_name,
+                     env_steps=cfg.horizon * num_envs)
+            (row["actor"], rollout), row["actor_update_s"] = _timed(
+                torch, device, agent.update_actor_in_env, env, collector)
+            env_steps += cfg.horizon * num_envs
+            ctx.mark("critic_update", iteration=i, rollout_rows=int(rollout.rewards.numel()),
+                     rollout_ends=int(rollout.done_mask.sum().item()))
+            row["critic"], row["critic_update_s"] = _timed(torch, device, agent.update_critic_on, rollout)
+            obs, act, rew = buf.sample()  # untimed, as the bundled iteration's world-model batch
+            ctx.mark("wm_update", iteration=i)
+            row["wm"], row["wm_update_s"] = _timed(torch, device, agent.update_world_model, obs, act, rew)
+            rows.append(row)
+    finally:
+        buf.close()
+    return {"agent": agent, "build_s": build_s, "rows": rows, "obs_dim": env.num_obs, "act_dim": env.num_acts,
+            "actor_batch": num_envs, "update_order": ["actor", "critic", "wm"], "env": env_name,
+            "num_envs": num_envs, "episode_length": env.episode_length, "env_build_s": env_s,
+            "env_steps": env_steps, "episodes_finished": collector.episodes}
+
+
+def one_iteration(ctx: StageContext, torch: Any, device: str, alg: dict) -> dict:
+    """One update of alg's own variant (alg.variant: upstream or bundled), each part timed."""
+    cfg = agent_config(alg)
+    run = upstream_iteration if cfg.variant == "upstream" else bundled_iteration
+    got = run(ctx, torch, device, cfg)
+    agent, rows = got.pop("agent"), got.pop("rows")
     last = rows[-1]
-    out.update({k: last[k] for k in ("wm_update_s", "actor_update_s", "critic_update_s")},
-               iterations=rows, batch_size=cfg.wm_batch_size, horizon=cfg.horizon)
-    return out
+    return {"variant": cfg.variant, **got, "param_counts": vars(agent.param_counts),
+            "param_total": agent.param_counts.total,
+            **{k: last[k] for k in ("wm_update_s", "actor_update_s", "critic_update_s")},
+            "iterations": rows, "batch_size": cfg.wm_batch_size, "horizon": cfg.horizon}
 
 
 def first_epoch(ctx: StageContext, torch: Any, device: str, alg: dict) -> dict:
     from gpuprobe_pwm.buffer import Buffer
-    from gpuprobe_pwm.envs import dflex_status, make_env
+    from gpuprobe_pwm.envs import make_env
     from gpuprobe_pwm.runs import MetricsLog
-    from gpuprobe_pwm.settings import env_settings
     from gpuprobe_pwm.trainer import TrainSettings, make_trainer
 
     o = ctx.options
-    env_name = str(o.get("env") or ("dflex_ant" if dflex_status()[0] else "cartpole_swingup"))
-    env_yaml = CONFIG_DIR / "env" / f"{env_name}.yaml"
-    env_cfg = env_settings(yaml.safe_load(env_yaml.read_text()) if env_yaml.is_file() else {"name": env_name})
+    env_name, env_cfg = iteration_env(o)
     num_envs = int(o.get("num_envs", env_cfg.num_envs))
     episode_length = o.get("episode_length", env_cfg.episode_length)
     capacity = int(float(o.get("buffer_size", alg["wm_buffer_size"])))
@@ -221,16 +307,17 @@ def run(ctx: StageContext) -> dict:
         raise ctx.skip("no CUDA (torch.cuda.is_available() is False); use --device cpu")
     device = ctx.torch_device
     size = str(ctx.options.get("model_size", "5M"))
-    alg = alg_config(size)
+    alg = alg_config(ctx.options.get("alg") or size)  # an alg name wins over the size
     torch.manual_seed(0)
     memory = Memory(torch, device)
-    data: dict = {"device": device, "model_size": size, "alg": alg.get("name")}
+    data: dict = {"device": device, "model_size": None if ctx.options.get("alg") else size, "alg": alg.get("name")}
     data.update(one_iteration(ctx, torch, device, alg))
     if ctx.options.get("first_epoch"):
         data["first_epoch"] = first_epoch(ctx, torch, device, alg)
     data["memory"] = memory.peak()
     peak_mib = data["memory"]["peak_bytes"] / 2**20
-    data["summary"] = (f"{size}: wm {data['wm_update_s']:.3g} s, actor {data['actor_update_s']:.3g} s, "
+    data["summary"] = (f"{alg.get('name')} ({data['variant']}): wm {data['wm_update_s']:.3g} s, "
+                       f"actor {data['actor_update_s']:.3g} s, "
                        f"critic {data['critic_update_s']:.3g} s per update; peak {peak_mib:.0f} MiB"
                        + (f"; first episode after {data['first_epoch']['first_episode_steps']} steps "
                           f"({data['first_epoch']['first_episode_s']} s)" if "first_epoch" in data else ""))
