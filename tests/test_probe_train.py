@@ -56,13 +56,21 @@ def test_one_upstream_iteration_and_the_first_epoch_pass_with_their_marks(tmp_pa
     epoch = data["first_epoch"]
     assert epoch["first_episode_steps"] == 24 and epoch["buffer_rows"] == 4 * 25
     assert {"time/wm", "time/actor", "time/critic"} <= set(epoch["update_times_s"])
+    # upstream collects in whole H-step rollouts without gradients (H=4 here), not step by step
+    assert epoch["collect"].startswith("upstream: H-step actor rollouts")
     collect = [m["data"] for m in res["marks"] if m["name"] == "train.epoch.collect"]
-    assert collect[-1]["total"] == 25 and collect[-1]["done"] == 24
+    assert collect[-1]["total"] == 24 and collect[-1]["done"] == 24
+    assert [c["done"] for c in collect] == [4, 8, 12, 16, 20, 24]
+    # its first update is the world-model warm-up (episode_length iterations): progress the watchdog sees
+    update_mark = next(m["data"] for m in res["marks"] if m["name"] == "train.epoch.update")
+    assert update_mark["samples"] == 24 and epoch["update_wm_iterations"] == 24
+    samples = [m["data"] for m in res["marks"] if m["name"] == "train.epoch.update.samples"]
+    assert samples[0]["done"] == 4 and samples[-1] == {"done": 24, "total": 24}
 
 
 def test_the_bundled_variant_stays_reachable_by_name(tmp_path):
     code, doc = run_gpuprobe(["--device", "cpu", "--only", "--stage", "train", "--set", "train.alg=bundled_tiny",
-                              *TOY], str(tmp_path))
+                              "--train-epoch", *TOY, "--set", "train.buffer_size=2000"], str(tmp_path))
     res = stage(doc, "train")
     assert code == 0 and res["status"] == "pass", res.get("reason")
     names = mark_names(res)
@@ -74,6 +82,12 @@ def test_the_bundled_variant_stays_reachable_by_name(tmp_path):
     assert data["update_order"] == ["wm", "actor", "critic"] and "env_steps" not in data
     assert data["obs_dim"] == 37 and data["actor_batch"] == 16   # Ant's sizes, bundled.actor_batch_size
     assert all(data[k] > 0 for k in ("wm_update_s", "actor_update_s", "critic_update_s"))
+    epoch = data["first_epoch"]   # the bundled loop: closed-loop steps, then Trainer.update
+    assert epoch["collect"].startswith("bundled: one closed-loop step") and epoch["first_episode_steps"] == 24
+    assert set(epoch["update_times_s"]) == {"time/wm", "time/actor", "time/critic"}
+    assert epoch["update_wm_iterations"] == 2   # wm_iterations, no warm-up
+    collect = [m["data"] for m in res["marks"] if m["name"] == "train.epoch.collect"]
+    assert collect[-1]["total"] == 25 and collect[-1]["done"] == 24
 
 
 class FakeContext:

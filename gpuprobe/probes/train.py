@@ -15,12 +15,14 @@ high-water from ``getrusage`` on the CPU, interpreter included); upstream also t
 
 First epoch (``--set train.first_epoch=true`` / ``--train-epoch``): the loop as ``gpuprobe_pwm.train`` wires
 it (env, full-size Buffer, the variant's Trainer), so "no output for minutes" gets a number:
-  ``epoch.collect``  progress done/total env steps of the first episode (the collector's step)
+  ``epoch.collect``  progress done/total env steps of the first episode, collected as the variant's
+                     loop does (upstream: H-step rollouts without gradients; bundled: the collector's step)
   ``epoch.first_episode``  the first episode completed (step count, seconds)
   ``epoch.buffer.<event>``  the Buffer's own events from its first add: mem_get_info,
                      storage_decision, alloc, fill (``epoch.buffer.fill`` is the first buffer add)
   ``epoch.update``   the Trainer's ``update()`` (the variant's order; upstream's first one includes its
-                     world-model warm-up); its samples show as ``epoch.buffer.first_sample`` / ``epoch.buffer.sample``
+                     world-model warm-up); its samples show as ``epoch.buffer.first_sample`` / ``epoch.buffer.sample``,
+                     then as done/total ``epoch.update.samples``
 
 Options (``--set train.KEY=VALUE``): ``alg`` (an alg config's name: pwm*, bundled_*; wins over
 ``model_size``), ``model_size`` 5M | 19M | 48M | 317M | tiny [--model-size] (upstream's configs),
@@ -232,6 +234,39 @@ def one_iteration(ctx: StageContext, torch: Any, device: str, alg: dict) -> dict
             "iterations": rows, "batch_size": cfg.wm_batch_size, "horizon": cfg.horizon}
 
 
+def collection(trainer: Any, env: Any, cfg: Any) -> tuple[Any, int, int]:
+    """How the variant's loop collects before its first complete episode: (one step of it, env steps
+    per call, the most env steps the first episode can take)."""
+    import torch
+
+    if cfg.variant == "upstream":
+        def rollout() -> None:
+            """upstream: H-step actor rollouts without gradients, stepping the env (UpstreamTrainer.run_epoch)"""
+            with torch.no_grad():
+                trainer.agent.rollout(env, trainer.collector)
+
+        # whole rollouts: the episode's last one ends within H steps of its end
+        return rollout, cfg.horizon, -(-env.episode_length // cfg.horizon) * cfg.horizon
+
+    def step() -> None:
+        """bundled: one closed-loop step of the acting policy (EpisodeCollector.step)"""
+        trainer.collector.step()
+
+    return step, 1, env.episode_length + 1  # the longest an episode can take, plus the push
+
+
+def first_update_plan(trainer: Any, cfg: Any, env: Any) -> tuple[int, int]:
+    """(world-model iterations, Buffer samples) of the trainer's first update(): upstream's is its
+    warm-up, env.episode_length iterations; the bundled actor also samples its start states once."""
+    if cfg.variant == "upstream":
+        from gpuprobe_pwm.trainer_upstream import warmup_iterations
+
+        wm = warmup_iterations(env.episode_length, cfg.wm_iterations, trainer.warmed_up)
+        return wm, wm
+    wm = cfg.wm_iterations + (0 if trainer.warmed_up else trainer.s.wm_warmup_iterations)
+    return wm, wm + 1
+
+
 def first_epoch(ctx: StageContext, torch: Any, device: str, alg: dict) -> dict:
     from gpuprobe_pwm.buffer import Buffer
     from gpuprobe_pwm.envs import make_env
@@ -247,12 +282,18 @@ def first_epoch(ctx: StageContext, torch: Any, device: str, alg: dict) -> dict:
     ctx.mark("epoch.build", env=env_name, num_envs=num_envs, episode_length=episode_length, buffer_size=capacity)
     t_build = time.monotonic()
     seen: dict[str, float] = {}
+    update_plan: dict[str, int] = {}  # the first update's Buffer samples, known once the trainer exists
 
     def on_buffer(event: str, data: dict) -> None:
         seen.setdefault(event, time.monotonic())
         if event == "sample":
-            if data.get("n", 0) <= 3:  # the first few are news; the rest would drown the marks
+            n = data.get("n", 0)
+            if n <= 3:  # the first few are news; the rest would drown the marks
                 ctx.mark("epoch.buffer.sample", **data)
+            elif update_plan and n % update_plan["every"] == 0:
+                # upstream's first update runs episode_length world-model iterations (1000 on Ant:
+                # minutes on a CPU); about 50 done/total marks let the watchdog call that slow, not hung
+                ctx.progress("epoch.update.samples", n, update_plan["total"])
         else:
             ctx.mark(f"epoch.buffer.{event}", **data)
 
@@ -270,14 +311,15 @@ def first_epoch(ctx: StageContext, torch: Any, device: str, alg: dict) -> dict:
             out: dict = {"env": env_name, "num_envs": num_envs, "episode_length": env.episode_length,
                          "buffer_size": capacity, "buffer_options": buffer_opts,
                          "build_s": round(time.monotonic() - t_build, 3)}
-            total = env.episode_length + 1  # the longest an episode can take, plus the push
-            every = max(1, total // 50)
+            collect, chunk, total = collection(trainer, env, cfg)
+            out["collect"] = collect.__doc__
+            every = max(1, total // chunk // 50)  # about 50 progress marks, whatever the chunk
             t = time.monotonic()
             steps = 0
             while trainer.collector.episodes == 0 and steps < total:
-                trainer.collector.step()
-                steps += 1
-                if steps % every == 0:
+                collect()
+                steps += chunk
+                if (steps // chunk) % every == 0:
                     ctx.progress("epoch.collect", steps, total, env_steps=steps * num_envs)
             collect_s = time.monotonic() - t
             ctx.mark("epoch.first_episode", steps=steps, episodes=trainer.collector.episodes,
@@ -287,7 +329,9 @@ def first_epoch(ctx: StageContext, torch: Any, device: str, alg: dict) -> dict:
                        buffer_rows=len(buffer), skipped_short=trainer.collector.skipped_short)
             if "fill" in seen:
                 out["first_buffer_add_s"] = round(seen["fill"] - t, 3)
-            ctx.mark("epoch.update", buffer_rows=len(buffer))
+            out["update_wm_iterations"], update_plan["total"] = first_update_plan(trainer, cfg, env)
+            update_plan["every"] = max(1, update_plan["total"] // 50)
+            ctx.mark("epoch.update", buffer_rows=len(buffer), samples=update_plan["total"])
             t = time.monotonic()
             info = trainer.update()
             _sync(torch, device)
