@@ -102,6 +102,9 @@ class FakeContext:
     def progress(self, name: str, done, total=None, **data) -> None:
         self.mark(name, done=done, total=total, **data)
 
+    def log(self, msg: str, level: str = "info", **data) -> None:
+        self.marks.append(("log", {"msg": msg, "level": level}))
+
 
 def _watch_updates(monkeypatch) -> list[str]:
     """Record every agent update called, as Class.method (the class that defines the method run)."""
@@ -140,6 +143,35 @@ def test_the_iteration_runs_the_variants_own_update(monkeypatch, alg, expected):
         # a hang inside names the part: each update's mark comes right before it
         assert [n for n, _ in ctx.marks] == ["env", "build", "sample"] + ["actor_update", "critic_update",
                                                                           "wm_update"] * 2
+
+
+def test_an_unusable_dflex_falls_back_to_the_bundled_env_and_says_so(monkeypatch):
+    """dflex found but not importable (e.g. CUDA 13's nvcc refusing its kernels): the sim stage reports
+    that; the train stage still times upstream's update, on the bundled cart-pole, and records why."""
+    import torch
+
+    import gpuprobe_pwm.envs as envs
+
+    real = envs.make_env
+
+    def make_env(name, *args, **kwargs):
+        if name.startswith("dflex_"):
+            raise envs.EnvUnavailable(f"{name}: kernel build failed (test)")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(envs, "dflex_status", lambda: (True, "0.0.1"))
+    monkeypatch.setattr(envs, "make_env", make_env)
+    ctx = FakeContext({"num_envs": 3, "episode_length": 10})
+    out = train_stage.one_iteration(ctx, torch, "cpu", alg_config("pwm_tiny"))
+    assert out["env"] == "cartpole_swingup" and out["env_fallback"]["env"] == "dflex_ant"
+    assert "kernel build failed (test)" in out["env_fallback"]["reason"]
+    envs_marked = [d for n, d in ctx.marks if n == "env"]
+    assert [d["env"] for d in envs_marked] == ["dflex_ant", "cartpole_swingup"]
+    assert envs_marked[1]["fallback_from"] == "dflex_ant"
+    # asked for by name, its failure is the stage's
+    with pytest.raises(envs.EnvUnavailable):
+        train_stage.one_iteration(FakeContext({"env": "dflex_ant", "num_envs": 3}), torch, "cpu",
+                                  alg_config("pwm_tiny"))
 
 
 def test_alg_names_are_the_trainer_configs_and_checked_before_the_run():

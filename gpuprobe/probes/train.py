@@ -108,15 +108,47 @@ def _sync(torch: Any, device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-def iteration_env(o: dict) -> tuple[str, Any]:
-    """The env the stage runs (option ``env``; dflex_ant when dflex is installed, else the bundled
-    cart-pole) and its config's settings (upstream's constructor arguments for a dflex env)."""
+FALLBACK_ENV = "cartpole_swingup"  # bundled, torch only: runs wherever the stage runs
+
+
+def iteration_env(o: dict, name: str | None = None) -> tuple[str, Any]:
+    """The env the stage runs (``name``, else option ``env``; dflex_ant when dflex is installed, else
+    the bundled cart-pole) and its config's settings (upstream's constructor arguments for dflex)."""
     from gpuprobe_pwm.envs import dflex_status
     from gpuprobe_pwm.settings import env_settings
 
-    env_name = str(o.get("env") or ("dflex_ant" if dflex_status()[0] else "cartpole_swingup"))
+    env_name = str(name or o.get("env") or ("dflex_ant" if dflex_status()[0] else FALLBACK_ENV))
     env_yaml = CONFIG_DIR / "env" / f"{env_name}.yaml"
     return env_name, env_settings(yaml.safe_load(env_yaml.read_text()) if env_yaml.is_file() else {"name": env_name})
+
+
+def make_stage_env(ctx: StageContext, torch: Any, device: str, name: str | None = None,
+                   mark: str | None = None) -> tuple[Any, float, dict | None]:
+    """(env, seconds to build it, the fallback taken or None) for ``iteration_env``'s choice, with
+    options ``num_envs``/``episode_length`` over its config; ``mark`` goes out before each build."""
+    from gpuprobe_pwm.envs import EnvUnavailable, make_env
+
+    o = ctx.options
+    env_name, env_cfg = iteration_env(o, name)
+    fallback = None
+    while True:
+        num_envs = int(o.get("num_envs", env_cfg.num_envs))
+        length = o.get("episode_length", env_cfg.episode_length)
+        if mark:  # its own mark: importing dflex and building its env can stall apart from the rest
+            ctx.mark(mark, env=env_name, num_envs=num_envs, episode_length=length,
+                     **({"fallback_from": fallback["env"]} if fallback else {}))
+        try:
+            env, env_s = _timed(torch, device, lambda: make_env(
+                env_name, num_envs, device, 0, None if length is None else int(length), options=env_cfg.options))
+            return env, env_s, fallback
+        except EnvUnavailable as exc:
+            if name or o.get("env") or env_name == FALLBACK_ENV:
+                raise  # an env asked for by name: its failure is the answer
+            # dflex installed but unusable (a kernel build nvcc refuses, NumPy 2, ...): the sim stage
+            # reports that; this stage times the trainer on the bundled env, and says so in its data
+            fallback = {"env": env_name, "reason": str(exc)}
+            ctx.log(f"{env_name} unavailable, running {FALLBACK_ENV} instead: {exc}", level="warning")
+            env_name, env_cfg = iteration_env(o, FALLBACK_ENV)
 
 
 def random_episode_buffer(torch: Any, device: str, cfg: Any, obs_dim: int, act_dim: int, spare_rows: int = 0) -> Any:
@@ -175,18 +207,11 @@ def upstream_iteration(ctx: StageContext, torch: Any, device: str, cfg: Any) -> 
     steps are booked as collected data), one actor step; the critic's TD(lambda) fit on that
     rollout; then one world-model update from the Buffer. The env's sizes size the networks."""
     from gpuprobe_pwm.agent_upstream import UpstreamAgent
-    from gpuprobe_pwm.envs import make_env
     from gpuprobe_pwm.trainer import EpisodeCollector
 
     o = ctx.options
-    env_name, env_cfg = iteration_env(o)
-    num_envs = int(o.get("num_envs", env_cfg.num_envs))
-    episode_length = o.get("episode_length", env_cfg.episode_length)
-    # its own mark: importing dflex and building its env can stall apart from the networks
-    ctx.mark("env", env=env_name, num_envs=num_envs, episode_length=episode_length)
-    env, env_s = _timed(torch, device, lambda: make_env(
-        env_name, num_envs, device, 0, None if episode_length is None else int(episode_length),
-        options=env_cfg.options))
+    env, env_s, fallback = make_stage_env(ctx, torch, device, mark="env")
+    env_name, num_envs = env.name, env.num_envs
     ctx.mark("build", variant="upstream", obs_dim=env.num_obs, act_dim=env.num_acts)
     agent, build_s = _timed(torch, device, UpstreamAgent, env.num_obs, env.num_acts, cfg, device)
     iterations = int(o.get("iterations", 1))
@@ -218,7 +243,8 @@ def upstream_iteration(ctx: StageContext, torch: Any, device: str, cfg: Any) -> 
     return {"agent": agent, "build_s": build_s, "rows": rows, "obs_dim": env.num_obs, "act_dim": env.num_acts,
             "actor_batch": num_envs, "update_order": ["actor", "critic", "wm"], "env": env_name,
             "num_envs": num_envs, "episode_length": env.episode_length, "env_build_s": env_s,
-            "env_steps": env_steps, "episodes_finished": collector.episodes}
+            "env_steps": env_steps, "episodes_finished": collector.episodes,
+            **({"env_fallback": fallback} if fallback else {})}
 
 
 def one_iteration(ctx: StageContext, torch: Any, device: str, alg: dict) -> dict:
@@ -267,14 +293,13 @@ def first_update_plan(trainer: Any, cfg: Any, env: Any) -> tuple[int, int]:
     return wm, wm + 1
 
 
-def first_epoch(ctx: StageContext, torch: Any, device: str, alg: dict) -> dict:
+def first_epoch(ctx: StageContext, torch: Any, device: str, alg: dict, env_name: str | None = None) -> dict:
     from gpuprobe_pwm.buffer import Buffer
-    from gpuprobe_pwm.envs import make_env
     from gpuprobe_pwm.runs import MetricsLog
     from gpuprobe_pwm.trainer import TrainSettings, make_trainer
 
     o = ctx.options
-    env_name, env_cfg = iteration_env(o)
+    env_name, env_cfg = iteration_env(o, env_name)
     num_envs = int(o.get("num_envs", env_cfg.num_envs))
     episode_length = o.get("episode_length", env_cfg.episode_length)
     capacity = int(float(o.get("buffer_size", alg["wm_buffer_size"])))
@@ -297,8 +322,9 @@ def first_epoch(ctx: StageContext, torch: Any, device: str, alg: dict) -> dict:
         else:
             ctx.mark(f"epoch.buffer.{event}", **data)
 
-    env = make_env(env_name, num_envs, device, 0, None if episode_length is None else int(episode_length),
-                   options=env_cfg.options)  # a dflex env's upstream constructor arguments
+    # a dflex env with its upstream constructor arguments; the bundled cart-pole if dflex is unusable
+    env, _, fallback = make_stage_env(ctx, torch, device, env_name)
+    env_name, num_envs = env.name, env.num_envs
     cfg = agent_config(alg)
     buffer = Buffer(capacity, env.num_obs, env.num_acts, horizon=cfg.horizon, batch_size=cfg.wm_batch_size,
                     device=device, seed=0, progress=on_buffer, **buffer_opts)
@@ -310,7 +336,8 @@ def first_epoch(ctx: StageContext, torch: Any, device: str, alg: dict) -> dict:
             trainer = make_trainer(settings, env, env, buffer, metrics)  # alg.variant's loop
             out: dict = {"env": env_name, "num_envs": num_envs, "episode_length": env.episode_length,
                          "buffer_size": capacity, "buffer_options": buffer_opts,
-                         "build_s": round(time.monotonic() - t_build, 3)}
+                         "build_s": round(time.monotonic() - t_build, 3),
+                         **({"env_fallback": fallback} if fallback else {})}
             collect, chunk, total = collection(trainer, env, cfg)
             out["collect"] = collect.__doc__
             every = max(1, total // chunk // 50)  # about 50 progress marks, whatever the chunk
@@ -357,12 +384,16 @@ def run(ctx: StageContext) -> dict:
     data: dict = {"device": device, "model_size": None if ctx.options.get("alg") else size, "alg": alg.get("name")}
     data.update(one_iteration(ctx, torch, device, alg))
     if ctx.options.get("first_epoch"):
-        data["first_epoch"] = first_epoch(ctx, torch, device, alg)
+        # the env the iteration fell back to, if it did: one dflex failure (and its wait) is enough
+        fell_back = data["env"] if data.get("env_fallback") else None
+        data["first_epoch"] = first_epoch(ctx, torch, device, alg, fell_back)
     data["memory"] = memory.peak()
     peak_mib = data["memory"]["peak_bytes"] / 2**20
     data["summary"] = (f"{alg.get('name')} ({data['variant']}): wm {data['wm_update_s']:.3g} s, "
                        f"actor {data['actor_update_s']:.3g} s, "
                        f"critic {data['critic_update_s']:.3g} s per update; peak {peak_mib:.0f} MiB"
+                       + (f"; on {data['env']}, {data['env_fallback']['env']} unavailable"
+                          if data.get("env_fallback") else "")
                        + (f"; first episode after {data['first_epoch']['first_episode_steps']} steps "
                           f"({data['first_epoch']['first_episode_s']} s)" if "first_epoch" in data else ""))
     return data
