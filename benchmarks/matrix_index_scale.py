@@ -167,16 +167,19 @@ def main() -> None:
     idx_warm = [index_only(folder, env) for _ in range(args.repeat)]
     idx_full = [index_only(folder, env, full=True) for _ in range(args.repeat)]
     new, again, idx_new = [], [], []
+    added: list[Path] = []   # removed at the end, so that --keep's folder matches its manifest again
     template = json.loads(next(p for p in sorted(folder.rglob("*.result.json")) if p.is_file()
                                and not p.is_symlink() and p.stat().st_size < 1 << 20).read_text())
     for k in range(args.repeat):
         doc = dict(template, run_id=f"new{k}-{time.time_ns()}")
-        (folder / "000" / f"{doc['run_id']}.result.json").write_text(json.dumps(doc))
+        added.append(folder / "000" / f"{doc['run_id']}.result.json")
+        added[-1].write_text(json.dumps(doc))
         expect = dict(expect, files=expect["files"] + 1, stage_runs=expect["stage_runs"] + len(doc["stages"]))
         if k == args.repeat - 1:  # the index's share of one new file, then the whole matrix after another
             idx_new.append(index_only(folder, env))
             doc = dict(template, run_id=f"new{k}b-{time.time_ns()}")
-            (folder / "000" / f"{doc['run_id']}.result.json").write_text(json.dumps(doc))
+            added.append(folder / "000" / f"{doc['run_id']}.result.json")
+            added[-1].write_text(json.dumps(doc))
             expect = dict(expect, files=expect["files"] + 1, stage_runs=expect["stage_runs"] + len(doc["stages"]))
         t, data = run_matrix(folder, env)
         check(data, expect)
@@ -184,6 +187,8 @@ def main() -> None:
         t, data = run_matrix(folder, env)  # the run after that: warm again
         check(data, expect)
         again.append(t)
+    for path in added:
+        path.unlink()
     conn = sqlite3.connect(index_file)
     t0 = time.perf_counter()
     quick_check = conn.execute("PRAGMA quick_check(1)").fetchone()[0]

@@ -54,3 +54,13 @@ def test_fingerprint_of_a_lost_gpu_has_a_model_placeholder():
     fp = fingerprint.take(Nvml(scenario="lost").__enter__())
     assert fp.gpu_model == "unknown GPU"
     assert fp.stack_key()["driver"] == "575.57.08"
+
+
+def test_a_run_on_a_lost_gpu_prints_its_verdict(tmp_path):
+    """The run view names a GPU whose name NVML could not read, instead of a traceback."""
+    from conftest import run_gpuprobe
+
+    r = run_gpuprobe(["run", "--only", "--stage", "nvml"], tmp_path, env={"GPUPROBE_FAKE_NVML": "lost"})
+    assert "Traceback" not in r.stderr, r.stderr
+    assert "GPU is lost" in r.stdout, r.stdout
+    assert r.doc()["provenance"]["kind"] == "simulated"

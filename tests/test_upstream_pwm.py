@@ -78,6 +78,7 @@ def test_the_bundled_trainer_trains_with_upstream_pwm_installed(upstream_src, tm
     cmd = [sys.executable, "-m", "gpuprobe_pwm.train", "alg=pwm_tiny", "env=cartpole_swingup", "env.config.num_envs=4",
            "env.config.episode_length=16", "alg.max_epochs=2", "general.eval_runs=1", "alg.save_interval=2",
            "general.device=cpu", f"general.logdir={tmp_path / 'runs'}"]
+    (tmp_path / "results").mkdir()   # the trainer's preflight: a results folder named but missing is an error
     res = subprocess.run(cmd, capture_output=True, text=True, env=_env(upstream_src, tmp_path / "results"),
                          cwd=tmp_path, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]

@@ -157,10 +157,18 @@ def print_stages_plain(console: Console, stages: list[dict]) -> None:
             lines(console, f"known issue [{m['id']}] {m['title']}", "    ", "      ")
 
 
+def _gpu_name(gpu: dict) -> str:
+    """A GPU's name, or why NVML could not say (a lost GPU's name is ``{"not_available": why}``)."""
+    name = gpu.get("name")
+    if isinstance(name, dict):
+        return f"? ({name.get('not_available') or 'name not available'})"
+    return str(name) if name else "?"
+
+
 def print_run(console: Console, doc: dict, path: str | None = None, verbose: bool = False) -> None:
     doc = textsafe.tree(doc)
     fp = doc["fingerprint"]
-    gpus = ", ".join(g.get("name") or "?" for g in fp.get("gpus") or []) or "no GPU"
+    gpus = ", ".join(_gpu_name(g) for g in fp.get("gpus") or []) or "no GPU"
     head = (f"run {doc['run_id']}  {doc['started_at']}  host {fp['hostname']}  {gpus}  device {doc['config']['device']}"
             f"  provenance {doc['provenance']['kind']}" + ("" if doc.get("complete") else "  (incomplete)"))
     lines(console, head, style="bold")

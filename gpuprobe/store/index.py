@@ -19,14 +19,15 @@ Exact under any number of processes: the slow part (reading and converting files
 outside the lock, but which files are new, changed or gone is decided again under the
 write lock (``BEGIN IMMEDIATE``) against what the index holds then, each file's rows are
 replaced in the same transaction as its ``files`` row, and the primary key on
-``(path, seq)`` makes a second copy of a file's stages impossible.
+``(path, seq)`` makes a second copy of a file's stages impossible. The same transaction raises
+the index's generation and logs which matrix cells it touched (:mod:`gpuprobe.store.indexlog`),
+so a kept matrix answer recomputes only those.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sqlite3
 import time
@@ -36,14 +37,14 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from gpuprobe import exitcodes
-from gpuprobe.store import indexdb
+from gpuprobe.store import indexdb, indexlog
 from gpuprobe.store.indexdb import IndexLocked
-from gpuprobe.store.indexscan import INT64, folder_of, load, scan, sql_value
+from gpuprobe.store.indexscan import folder_of, load, scan, sql_value, storable
 from gpuprobe.store.results import ResultFileError
 
 log = logging.getLogger(__name__)
 
-INDEX_SCHEMA = 6              # PRAGMA user_version, and part of the file name (6: provenance resolved by the record loader)
+INDEX_SCHEMA = 7              # PRAGMA user_version, and part of the file name (7: change log, per-cell answers)
 BUSY_TIMEOUT_S = 30.0         # matrix: how long to wait for another process's write
 PREFLIGHT_WAIT_S = 1.0        # preflight: its budget for a locked index
 DIRECT_LIMIT = 2000           # ... after which it reads at most this many files directly, else answers 75
@@ -57,7 +58,7 @@ STAGE_COLUMNS = ("run_id", "stage", "gpu", "status", "duration_s", "at", "proven
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, generation INTEGER, data TEXT);
+CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, generations TEXT, data TEXT);
 CREATE TABLE IF NOT EXISTS files (
   path TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, error TEXT,
   run_id TEXT, started_at TEXT, complete INTEGER, provenance TEXT, hostname TEXT, stack_id TEXT, dir TEXT);
@@ -72,9 +73,23 @@ CREATE TABLE IF NOT EXISTS stage_runs (
   provenance TEXT, hostname TEXT, stack_id TEXT, gpu_model TEXT, reason TEXT, last_mark TEXT,
   cpu_pct REAL, signatures TEXT, PRIMARY KEY (path, seq));
 CREATE INDEX IF NOT EXISTS files_skipped ON files(path) WHERE error IS NOT NULL;
-CREATE INDEX IF NOT EXISTS stage_runs_stack ON stage_runs(stack_id, stage);
-CREATE INDEX IF NOT EXISTS stage_runs_model ON stage_runs(gpu_model, stage);
-"""
+-- one per matrix view, so that one cell is computed from its own rows alone: they cover the
+-- counts, the median and the newest runs of a cell (matrixcells), and the row's label
+CREATE INDEX IF NOT EXISTS stage_runs_stack ON stage_runs(stack_id, stage, provenance, status, duration_s, at);
+CREATE INDEX IF NOT EXISTS stage_runs_model ON stage_runs(gpu_model, stage, provenance, status, duration_s, at);
+CREATE INDEX IF NOT EXISTS stage_runs_host ON stage_runs(hostname, stage, provenance, status, duration_s, at,
+  gpu_model);
+-- the newest runs of a cell by a seek (a node's cells are small enough to sort)
+CREATE INDEX IF NOT EXISTS stage_runs_stack_at ON stage_runs(stack_id, stage, provenance, at, run_id);
+CREATE INDEX IF NOT EXISTS stage_runs_model_at ON stage_runs(gpu_model, stage, provenance, at, run_id);
+-- and the few rows with signatures (known issues matched), per view
+CREATE INDEX IF NOT EXISTS stage_runs_stack_sig ON stage_runs(stack_id, stage, provenance, signatures)
+  WHERE signatures IS NOT NULL;
+CREATE INDEX IF NOT EXISTS stage_runs_model_sig ON stage_runs(gpu_model, stage, provenance, signatures)
+  WHERE signatures IS NOT NULL;
+CREATE INDEX IF NOT EXISTS stage_runs_host_sig ON stage_runs(hostname, stage, provenance, signatures)
+  WHERE signatures IS NOT NULL;
+""" + indexlog.DDL
 
 
 class IndexBusy(exitcodes.UsageProblem):
@@ -195,7 +210,7 @@ def convert(path: Path) -> tuple[str | None, tuple]:
         return str(exc).replace(f"{path}: ", "", 1)[:300], ()
     except Exception as exc:  # noqa: BLE001 - untrusted content: any failure to convert it means a malformed file
         return f"malformed result: {type(exc).__name__}: {exc}"[:300], ()
-    if _storable([*facts.values(), *stack.values(), *(v for row in rows for v in row)]):
+    if storable([*facts.values(), *stack.values(), *(v for row in rows for v in row)]):
         return None, (facts, rows, stack)
     try:  # what SQLite could not store, or would store as something else: which value, and why
         for name, value in facts.items():
@@ -208,28 +223,6 @@ def convert(path: Path) -> tuple[str | None, tuple]:
     except ValueError as exc:
         return f"malformed result: {exc}"[:300], ()
     return None, (facts, rows, stack)
-
-
-def _storable(values: list) -> bool:
-    """The fast check of every value at once (the slow one, value by value, names the bad one)."""
-    text = []
-    for v in values:
-        t = type(v)
-        if t is str:
-            text.append(v)
-        elif t is int:
-            if not INT64[0] <= v <= INT64[1]:
-                return False
-        elif t is float:
-            if not math.isfinite(v):
-                return False
-        elif v is not None and t is not bool:
-            return False
-    try:
-        "".join(text).encode("utf-8")  # a lone surrogate cannot be encoded
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 # -- the index ----------------------------------------------------------------------
@@ -390,25 +383,26 @@ class ResultIndex:
                 f"SELECT path, mtime_ns, size FROM files WHERE path IN ({marks})", chunk)} if chunk else {}
             changed = [p for p in chunk if known.get(p) != seen[p]]
             gone: list[str] = []
+            touched: set[indexlog.Key] = set()   # the matrix cells these changes touch
             if last is not None:
                 # still indexed and still absent: not a file another process added after our scan
                 gone = [p for p in last[0] if not os.path.lexists(self.folder / p) and
                         cur.execute("SELECT 1 FROM files WHERE path=?", (p,)).fetchone()]
             for rel in gone:
+                touched |= indexlog.keys_of_file(cur, rel)
                 cur.execute("DELETE FROM stage_runs WHERE path=?", (rel,))
                 cur.execute("DELETE FROM files WHERE path=?", (rel,))
             for rel in changed:
                 if converted[rel][0] is not None and not os.path.lexists(self.folder / rel):
                     continue  # removed since our scan (a stale listing): not a file to report
-                self._store(rel, seen[rel], *converted[rel])
+                touched |= self._store(rel, seen[rel], *converted[rel])
             if last is not None:
                 cur.execute("DELETE FROM dirs")
                 cur.executemany("INSERT INTO dirs VALUES (?, ?)", last[1].items())
                 if last[2]:
                     cur.execute("INSERT OR REPLACE INTO meta VALUES ('full_at', ?)", (repr(time.time()),))
-            if changed or gone:  # answers computed before this refresh are stale now
-                cur.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-                cur.execute("DELETE FROM answers")
+            if changed or gone:  # a new generation: kept answers recompute the cells it touched
+                indexlog.bump(cur, touched)
                 # a stack no file points to any more (a rewritten or removed result) is no evidence
                 cur.execute("DELETE FROM stacks WHERE stack_id NOT IN "
                             "(SELECT stack_id FROM files WHERE stack_id IS NOT NULL)")
@@ -420,13 +414,15 @@ class ResultIndex:
             raise
         return len(changed), len(gone)
 
-    def _store(self, rel: str, stamp: tuple[int, int], error: str | None, parts: tuple) -> None:
+    def _store(self, rel: str, stamp: tuple[int, int], error: str | None, parts: tuple) -> set[indexlog.Key]:
+        """Replace the file's rows; the cell keys of the rows removed and added."""
         cur = self.conn
+        touched = indexlog.keys_of_file(cur, rel)
         cur.execute("DELETE FROM stage_runs WHERE path=?", (rel,))
         if error is not None:
             cur.execute("INSERT OR REPLACE INTO files (path, mtime_ns, size, error, dir) VALUES (?,?,?,?,?)",
                         (rel, stamp[0], stamp[1], error, folder_of(rel)))
-            return
+            return touched
         facts, rows, stack = parts
         cur.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,NULL,?,?,?,?,?,?,?)",
                     (rel, stamp[0], stamp[1], facts["run_id"], facts["started_at"], facts["complete"],
@@ -436,6 +432,7 @@ class ResultIndex:
                         [(rel, seq, *r) for seq, r in enumerate(rows)])
         cur.execute("INSERT OR REPLACE INTO stacks VALUES (:stack_id,:gpu_model,:arch,:driver,:cuda,:torch,:dflex,:facts)",
                     stack)
+        return touched | indexlog.keys_of_rows(rows)
 
 
 # -- what readers call ------------------------------------------------------------

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import secrets
 import sqlite3
 from pathlib import Path
 
@@ -111,7 +112,10 @@ def _create(conn: sqlite3.Connection, ddl: str, schema: int, folder: str) -> Non
                 raise IndexCorrupt("is not a gpuprobe index (it has tables of something else)")
             for statement in _statements(ddl):
                 conn.execute(statement)
-            conn.execute("INSERT INTO meta VALUES ('folder', ?), ('generation', '0')", (folder,))
+            # epoch: which file this is, so that an answer kept for several folders never takes a
+            # rebuilt index's generation numbers (they restart at 0) for the old file's
+            conn.execute("INSERT INTO meta VALUES ('folder', ?), ('generation', '0'), ('epoch', ?)",
+                         (folder, secrets.token_hex(8)))
             conn.execute(f"PRAGMA application_id={APP_ID}")
             conn.execute(f"PRAGMA user_version={int(schema)}")
         conn.execute("COMMIT")

@@ -5,7 +5,9 @@ Rows are a grouping of the runs (``stack``: GPU model, arch, driver, CUDA, torch
 the runs of that row and stage: counts by status ("hang 3/3"), the latest status, the
 last time and the median duration, the latest run ids and hosts, and the known-issue
 signatures their evidence matched. The aggregation runs inside SQLite over the per-folder
-indexes (:mod:`gpuprobe.store.index`), so 100k result files stay interactive.
+indexes (:mod:`gpuprobe.store.index`), one cell at a time, and answers are kept in the index
+and brought up to date by recomputing only the cells a change touched
+(:mod:`gpuprobe.store.matrixcells`), so 100k result files stay interactive as results arrive.
 """
 
 from __future__ import annotations
@@ -13,16 +15,16 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from gpuprobe.store import matrixcells as mc
 from gpuprobe.store import provenance as prov
-from gpuprobe.store.index import (BUSY_TIMEOUT_S, STACK_FIELDS, RefreshStats, describe_unreadable, normalise_time,
-                                  open_index, skipped_files)
-from gpuprobe.store.indexdb import mark_sound
-from gpuprobe.store.results import SEVERITY, utc_now
+from gpuprobe.store.index import (_DDL, BUSY_TIMEOUT_S, STACK_FIELDS, RefreshStats, describe_unreadable,
+                                  normalise_time, open_index, skipped_files)
+from gpuprobe.store.matrixcells import LABEL_SEP, LATEST_RUNS, cell_summary  # noqa: F401 - importable from here as before
+from gpuprobe.store.results import utc_now
 from gpuprobe.run.stages import STAGE_NAMES, STATIC_STAGES
 
 log = logging.getLogger(__name__)
@@ -30,14 +32,7 @@ log = logging.getLogger(__name__)
 VIEWS = ("stack", "model", "node")
 OBSERVED_STAGES = ("job",)   # stages of the user's own jobs (gpuprobe attach / watch)
 PROVENANCES = prov.PROVENANCES
-# A row is split by exercise: drills and simulations never share a row (or its counts) with
-# evidence, and their row key says which they are, so every view labels them.
-LABEL_SEP = "\x1f"
-_LABEL_SQL = (f"CASE WHEN provenance IN ({','.join(repr(p) for p in prov.EXERCISES)}) "
-              f"THEN '{LABEL_SEP}' || provenance ELSE '' END")
 MAX_FOLDERS = 9          # SQLite attaches at most 10 databases; one slot stays free
-LATEST_RUNS = 3          # run ids kept per cell
-_GROUP = {"stack": "stack_id", "model": "gpu_model", "node": "hostname"}
 
 
 class MatrixError(ValueError):
@@ -123,6 +118,7 @@ def open_evidence(folders: list[Path], cache: bool = True, quick: bool = False, 
             conn.execute(f"ATTACH DATABASE ? AS i{i}", (str(idx.db_file),))
             if idx.path is None:  # throw-away index: copy it before the file goes
                 conn.execute(f"CREATE TEMP TABLE t{i}_runs AS SELECT * FROM i{i}.stage_runs")
+                mc.index_copy(conn, f"t{i}_runs", _DDL)
                 conn.execute(f"CREATE TEMP TABLE t{i}_stacks AS SELECT * FROM i{i}.stacks")
                 conn.execute(f"DETACH DATABASE i{i}")
     parts_runs, parts_stacks = [], []
@@ -138,13 +134,6 @@ def open_evidence(folders: list[Path], cache: bool = True, quick: bool = False, 
     return ev
 
 
-def cell_summary(counts: dict[str, int]) -> str:
-    """ "hang 3/3"; mixed cells list every status, worst first: "hang 2/5, pass 3/5"."""
-    total = sum(counts.values())
-    order = [s for s in SEVERITY if s in counts] + sorted(s for s in counts if s not in SEVERITY)
-    return ", ".join(f"{s} {counts[s]}/{total}" for s in order)
-
-
 def _stack_labels(conn: sqlite3.Connection) -> dict[str, dict]:
     out = {}
     for row in conn.execute(f"SELECT stack_id, {', '.join(STACK_FIELDS)}, facts FROM stacks"):
@@ -152,60 +141,20 @@ def _stack_labels(conn: sqlite3.Connection) -> dict[str, dict]:
     return out
 
 
-def query_cells(conn: sqlite3.Connection, view: str, flt: MatrixFilter) -> dict[tuple[str, str], dict]:
-    """(row id, stage) -> cell dict, aggregated inside SQLite."""
-    if view not in VIEWS:
-        raise MatrixError(f"unknown view {view!r} (known: {', '.join(VIEWS)})")
-    g = _GROUP[view]
-    where, args = flt.sql()
-    base = f"SELECT {g} || {_LABEL_SQL} AS g, * FROM runs{where}"
-    cells: dict[tuple[str, str], dict] = {}
-    for gid, stage, status, n in conn.execute(
-            f"SELECT g, stage, status, COUNT(*) FROM ({base}) GROUP BY g, stage, status", args):
-        cell = cells.setdefault((gid, stage), {"runs": 0, "counts": {}, "median_duration_s": None,
-                                               "last_at": None, "status": None, "latest": [], "signatures": []})
-        cell["counts"][status] = n
-        cell["runs"] += n
-    med: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for gid, stage, dur in conn.execute(
-            f"SELECT g, stage, duration_s FROM (SELECT g, stage, duration_s,"
-            f" ROW_NUMBER() OVER (PARTITION BY g, stage ORDER BY duration_s) AS rn,"
-            f" COUNT(*) OVER (PARTITION BY g, stage) AS c FROM ({base}) WHERE duration_s IS NOT NULL)"
-            f" WHERE rn IN ((c + 1) / 2, (c + 2) / 2)", args):
-        med[(gid, stage)].append(dur)
-    for key, values in med.items():
-        if key in cells:
-            cells[key]["median_duration_s"] = round(sum(values) / len(values), 3)
-    for gid, stage, status, at, run_id, host in conn.execute(
-            f"SELECT g, stage, status, at, run_id, hostname FROM (SELECT g, stage, status, at, run_id, hostname,"
-            f" ROW_NUMBER() OVER (PARTITION BY g, stage ORDER BY at DESC, run_id DESC) AS rn FROM ({base}))"
-            f" WHERE rn <= {LATEST_RUNS} ORDER BY g, stage, rn", args):
-        cell = cells[(gid, stage)]
-        if cell["status"] is None:
-            cell["status"], cell["last_at"] = status, at
-        cell["latest"].append({"run_id": run_id, "host": host, "status": status, "at": at})
-    for gid, stage, sigs, n in conn.execute(
-            f"SELECT g, stage, signatures, COUNT(*) FROM ({base}) WHERE signatures IS NOT NULL"
-            f" GROUP BY g, stage, signatures", args):
-        seen = {s["id"] for s in cells[(gid, stage)]["signatures"]}
-        for sig in json.loads(sigs):
-            if sig.get("id") not in seen:
-                cells[(gid, stage)]["signatures"].append({**sig, "runs": n})
-                seen.add(sig.get("id"))
-    for cell in cells.values():
-        cell["summary"] = cell_summary(cell["counts"])
-    return cells
-
-
-def _row(view: str, gid: str, stages: list[str], cells: dict, stacks: dict[str, dict],
-         conn: sqlite3.Connection) -> dict:
-    """A row: its id (with its exercise, if any: "H200 (simulated)"), key and cells."""
+def _row_id(gid: str | None) -> str | None:
+    """A row's id: its group value, with its exercise if any ("H200 (simulated)")."""
+    if gid is None:
+        return None
     base, _, exercise = gid.partition(LABEL_SEP)
-    key = _row_label(view, base, stacks, conn)
+    return f"{base} ({exercise})" if exercise else base
+
+
+def _row_key(view: str, gid: str | None, stacks: dict[str, dict], conn: sqlite3.Connection) -> dict:
+    base, _, exercise = (gid or "").partition(LABEL_SEP)
+    key = _row_label(view, base if gid is not None else None, stacks, conn)
     if exercise:
         key["provenance"] = exercise
-    return {"id": f"{base} ({exercise})" if exercise else base, "key": key,
-            "cells": {s: cells.get((gid, s)) for s in stages}}
+    return key
 
 
 def _row_label(view: str, gid: str, stacks: dict[str, dict], conn: sqlite3.Connection) -> dict:
@@ -221,6 +170,8 @@ def _row_label(view: str, gid: str, stacks: dict[str, dict], conn: sqlite3.Conne
 def build(folders: list[Path], view: str = "stack", flt: MatrixFilter | None = None, cache: bool = True) -> dict:
     """The matrix as one JSON-ready dict; every renderer starts from it."""
     flt = flt or MatrixFilter()
+    if view not in VIEWS:
+        raise MatrixError(f"unknown view {view!r} (known: {', '.join(VIEWS)})")
     known = STATIC_STAGES + STAGE_NAMES + OBSERVED_STAGES
     unknown = set(flt.stages) - set(known)
     if unknown:
@@ -228,22 +179,32 @@ def build(folders: list[Path], view: str = "stack", flt: MatrixFilter | None = N
     ev = open_evidence(folders, cache=cache)
     try:
         assert ev.conn is not None
-        # the user's jobs (attach/watch) and static checks (gpuprobe kernels --save) get a column once some exist
-        present = {s for s in STATIC_STAGES + OBSERVED_STAGES
-                   if ev.conn.execute("SELECT 1 FROM runs WHERE stage=? LIMIT 1", (s,)).fetchone()}
+        where, args = flt.sql()
+        stacks: dict[str, dict] = {}
+
+        def label_of(gid: str | None) -> dict:
+            if view == "stack" and not stacks:
+                stacks.update(_stack_labels(ev.conn))
+            return _row_key(view, gid, stacks, ev.conn)
+
+        # one read transaction: the answer is the indexes' state at the generations it is kept under
+        ev.conn.execute("BEGIN")
+        try:
+            # the user's jobs (attach/watch) and static checks (gpuprobe kernels --save) get a column once
+            # some exist; asked per GPU model (every run's is in stacks), a seek into the model index each
+            present = {s for s in STATIC_STAGES + OBSERVED_STAGES if ev.conn.execute(
+                "SELECT 1 FROM runs WHERE gpu_model IN (SELECT gpu_model FROM stacks) AND stage=? LIMIT 1",
+                (s,)).fetchone()}
+            cells, labels, kept = mc.answer(ev.conn, view, where, args, _answer_key(ev, view, flt),
+                                            len(ev.stats), label_of)
+        finally:
+            ev.conn.execute("COMMIT")
+        if kept is not None:
+            mc.keep(ev.conn, kept, ev.stats[0].index_path)
         stages = [s for s in known if (not flt.stages or s in flt.stages)
                   and (s not in OBSERVED_STAGES + STATIC_STAGES or s in present)]
-        key = _answer_key(ev, view, flt)
-        cached = _stored_answer(ev.conn, key) if key else None
-        if cached is not None:
-            rows = json.loads(cached)
-        else:
-            cells = query_cells(ev.conn, view, flt)
-            stacks = _stack_labels(ev.conn)
-            row_ids = sorted({gid for gid, _ in cells}, key=lambda r: str(r))
-            rows = [_row(view, gid, stages, cells, stacks, ev.conn) for gid in row_ids]
-            if key:
-                _store_answer(ev.conn, key, json.dumps(rows), ev.stats[0].index_path)
+        rows = [{"id": _row_id(gid), "key": dict(labels[gid]), "cells": {s: cells.get((gid, s)) for s in stages}}
+                for gid in sorted(labels, key=str)]
     finally:
         ev.close()
     columns = _columns(view) + (["provenance"] if any("provenance" in r["key"] for r in rows) else [])
@@ -260,38 +221,12 @@ def build(folders: list[Path], view: str = "stack", flt: MatrixFilter | None = N
     }
 
 
-# Aggregating 350k stage rows takes seconds in SQLite on a small machine, so the rows of
-# an answer are kept in the first folder's index until any folder's index changes (the
-# key holds every folder's generation). A warm run over unchanged results is then a
-# stat of every file plus one lookup.
-MAX_ANSWERS = 64
-
-
 def _answer_key(ev: Evidence, view: str, flt: MatrixFilter) -> str | None:
+    """What a kept answer is for (the indexes' epochs and generations are kept beside it)."""
     if any(s.index_path is None for s in ev.stats):
         return None  # a throw-away index: nothing to keep the answer in
-    assert ev.conn is not None
-    gens = [ev.conn.execute(f"SELECT value FROM i{i}.meta WHERE key='generation'").fetchone()[0]
-            for i in range(len(ev.stats))]
-    return json.dumps({"view": view, "filters": asdict(flt), "folders": [str(f) for f in ev.folders],
-                       "generations": gens}, sort_keys=True)
-
-
-def _stored_answer(conn: sqlite3.Connection, key: str) -> str | None:
-    row = conn.execute("SELECT data FROM i0.answers WHERE key=?", (key,)).fetchone()
-    return row[0] if row else None
-
-
-def _store_answer(conn: sqlite3.Connection, key: str, data: str, index_path: Path | None = None) -> None:
-    try:
-        conn.execute("INSERT OR REPLACE INTO i0.answers VALUES (?, 0, ?)", (key, data))
-        conn.execute(f"DELETE FROM i0.answers WHERE rowid NOT IN (SELECT rowid FROM i0.answers"
-                     f" ORDER BY rowid DESC LIMIT {MAX_ANSWERS})")
-    except sqlite3.OperationalError as exc:  # read-only or busy: the answer is only a shortcut
-        log.info("answer not kept: %s", exc)
-        return
-    if index_path is not None:  # our own write: the next open need not check the file again
-        mark_sound(index_path, conn, "i0")
+    return json.dumps({"view": view, "filters": asdict(flt), "folders": [str(f) for f in ev.folders]},
+                      sort_keys=True)
 
 
 def _columns(view: str) -> list[str]:
