@@ -149,11 +149,19 @@ def command_for(args, run_dir: Path) -> tuple[list[str], dict, Path]:
                "general.device=cpu", "general.run_wandb=False", f"general.seed={args.seed}",
                f"hydra.run.dir={run_dir / 'hydra'}", *args.overrides]
         return cmd, env, tree / "scripts"
-    alg = args.alg or ("pwm" if args.impl == "upstream-variant" else "pwm_5M")
+    # Issue 16 renamed the configs: alg=pwm* became upstream's algorithm, the bundled variant
+    # bundled_*, and general.eval_episodes upstream's general.eval_runs. Trees from before it
+    # (main at bf9527a) have neither the bundled_* configs nor alg=pwm.
+    upstream_surface = (args.tree / "gpuprobe_pwm" / "config" / "alg" / "bundled_5M.yaml").is_file()
+    if args.impl == "upstream-variant" and not upstream_surface:
+        raise SystemExit(f"{args.tree}: this trainer has no alg=pwm (upstream's algorithm) yet")
+    alg = args.alg or ("pwm" if args.impl == "upstream-variant" else
+                       "bundled_5M" if upstream_surface else "pwm_5M")
     env["PYTHONPATH"] = str(args.tree)
     cmd = [sys.executable, "-m", "gpuprobe_pwm.train", f"env={args.env}", f"alg={alg}",
            f"general.seed={args.seed}", "general.device=cpu", "general.torch_threads=1",
-           f"general.eval_interval={args.eval_interval}", "general.eval_episodes=16",
+           f"general.eval_interval={args.eval_interval}",
+           "general.eval_runs=16" if upstream_surface else "general.eval_episodes=16",
            "general.preflight=off", f"general.logdir={run_dir / 'logdir'}", *args.overrides]
     return cmd, env, args.tree
 
