@@ -108,7 +108,13 @@ def upstream_curves(run_dir: Path) -> dict:
     first, ends = parse_upstream_timing(run_dir / "timing.jsonl")
     for r in records:
         r["wall_s"] = ends.get(r["iteration"])
-    return {"records": records, "first_epoch_start_s": first, "evals": []}
+    # Before its first epoch line upstream trains the world model env.episode_length times (1000 on
+    # Hopper) and prints only "wm iter k/n": a run stopped there is summarised by how far it got.
+    text = (run_dir / "stdout.log").read_text(errors="replace")
+    head = text[:text.index("[1/")] if records and "[1/" in text else text
+    progress = re.findall(r"wm iter (\d+)/(\d+)", head)
+    warmup = [int(progress[-1][0]), int(progress[-1][1])] if progress else None
+    return {"records": records, "first_epoch_start_s": first, "evals": [], "warmup_iterations": warmup}
 
 
 def ours_curves(run_dir: Path) -> dict:
@@ -240,6 +246,7 @@ def summarise(args, run_dir: Path) -> dict:
     }
     if args.impl == "upstream-code":
         summary["first_epoch_start_s"] = curves.get("first_epoch_start_s")
+        summary["warmup_iterations_done"] = curves.get("warmup_iterations")
     return summary
 
 

@@ -39,6 +39,8 @@ def test_upstream_summary_joins_the_shim_timers(tmp_path):
     walls = [r["wall_s"] for r in curves["records"]]
     assert None not in walls and walls == sorted(walls)
     assert curves["first_epoch_start_s"] < walls[0]
+    # the world-model warm-up before the first epoch: env.episode_length=16 iterations
+    assert curves["warmup_iterations"] == [16, 16]
     args = type("A", (), {"impl": "upstream-code", "env": "dflex_hopper", "seed": 0, "env_steps": 200})()
     s = bench.summarise(args, run)
     # the budget is read at the first epoch that reaches it
