@@ -91,9 +91,13 @@ if [ "$REHEARSE" = 1 ]; then
   # one 5M update takes ~a minute on 2 CPU cores and 48M ten times that: the rehearsal proves the
   # script, the stages and the outputs at the trainer's tiny size; the GPU run uses PWM's sizes
   SMALL=tiny LARGE=tiny
-  log "rehearsal: model sizes 5M and 48M are replaced by tiny"
+  # upstream's update steps the env (dflex_ant, 128 envs): building 128 CPU Ants costs more than
+  # the tiny update itself, four times over
+  TRAIN_SET=(--set train.num_envs=8)
+  log "rehearsal: model sizes 5M and 48M are replaced by tiny, the train stage's 128 envs by 8"
 else
   SMALL=5M LARGE=48M
+  TRAIN_SET=()
 fi
 
 step imports ok 120 "$PY" -c "import gpuprobe, gpuprobe_pwm, torch, dflex.envs, hydra, gym, gymnasium, torchrl, tensordict, urchin; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
@@ -114,11 +118,12 @@ else
   step dflex_build_cpu ok 420 "${GP[@]}" run --only --stage sim --device cpu --results "$RESULTS"
 fi
 
-step "train_$SMALL" ok 300 "${GP[@]}" run --stage train --device "$DEVICE" --results "$RESULTS" --model-size "$SMALL" "${PWM_BUFFER[@]}"
-step "train_${LARGE}_only" ok 300 "${GP[@]}" run --only --stage train --device "$DEVICE" --results "$RESULTS" --model-size "$LARGE" "${PWM_BUFFER[@]}"
+# ${A[@]+"${A[@]}"}: an empty array is an unbound variable under set -u before bash 4.4
+step "train_$SMALL" ok 300 "${GP[@]}" run --stage train --device "$DEVICE" --results "$RESULTS" --model-size "$SMALL" "${PWM_BUFFER[@]}" ${TRAIN_SET[@]+"${TRAIN_SET[@]}"}
+step "train_${LARGE}_only" ok 300 "${GP[@]}" run --only --stage train --device "$DEVICE" --results "$RESULTS" --model-size "$LARGE" "${PWM_BUFFER[@]}" ${TRAIN_SET[@]+"${TRAIN_SET[@]}"}
 if "${GP[@]}" run --help 2>/dev/null | grep -q -- --emulate-gpu; then
-  step "train_${SMALL}_as_L40S" ok 300 "${GP[@]}" run --stage train --device "$DEVICE" --results "$RESULTS" --model-size "$SMALL" "${PWM_BUFFER[@]}" --emulate-gpu L40S
-  step "train_${LARGE}_only_as_L40S" ok 300 "${GP[@]}" run --only --stage train --device "$DEVICE" --results "$RESULTS" --model-size "$LARGE" "${PWM_BUFFER[@]}" --emulate-gpu L40S
+  step "train_${SMALL}_as_L40S" ok 300 "${GP[@]}" run --stage train --device "$DEVICE" --results "$RESULTS" --model-size "$SMALL" "${PWM_BUFFER[@]}" ${TRAIN_SET[@]+"${TRAIN_SET[@]}"} --emulate-gpu L40S
+  step "train_${LARGE}_only_as_L40S" ok 300 "${GP[@]}" run --only --stage train --device "$DEVICE" --results "$RESULTS" --model-size "$LARGE" "${PWM_BUFFER[@]}" ${TRAIN_SET[@]+"${TRAIN_SET[@]}"} --emulate-gpu L40S
 else
   skip "train_${SMALL}_as_L40S" "this checkout's 'gpuprobe run' has no --emulate-gpu"
   skip "train_${LARGE}_only_as_L40S" "this checkout's 'gpuprobe run' has no --emulate-gpu"

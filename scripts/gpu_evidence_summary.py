@@ -88,6 +88,8 @@ def summarise(runs, steps: list[dict], rehearse: bool) -> dict:
         d = st.get("data") or {}
         out["train"].append({"file": path.name, "status": st.get("status"), "provenance": st.get("provenance"),
                              "model_size": d.get("model_size"), "device": d.get("device"),
+                             # which update was timed: the alg, its variant, and the env upstream's steps
+                             "alg": d.get("alg"), "variant": d.get("variant"), "env": d.get("env"),
                              "wm_update_s": d.get("wm_update_s"), "actor_update_s": d.get("actor_update_s"),
                              "critic_update_s": d.get("critic_update_s"),
                              "peak_mib": round(d["memory"]["peak_bytes"] / 2**20) if d.get("memory") else None})
@@ -120,8 +122,9 @@ def markdown(s: dict) -> str:
              "## CUDA init", table(s["cuda_init"], ["gpu", "init_s", "context_s", "first_kernel_s", "file"]),
              "## Copy bandwidth (bytes read + written)",
              table(s["bandwidth"], ["device", "gb_s", "spec", "spec_gb_s", "of_spec", "file"]),
-             "## Train step", table(s["train"], ["model_size", "device", "provenance", "wm_update_s", "actor_update_s",
-                                                 "critic_update_s", "peak_mib", "status"]),
+             "## Train step", table(s["train"], ["model_size", "alg", "variant", "env", "device", "provenance",
+                                                 "wm_update_s", "actor_update_s", "critic_update_s", "peak_mib",
+                                                 "status"]),
              "## Buffer sampling", table(s["buffer"], ["provenance", "capacity", "storage", "pinned", "ms_per_sample"]),
              "## dflex", table(s["dflex"], ["status", "dflex_status", "reason", "error", "file"]),
              "## Fire drill", table(s["drill"], ["status", "last_mark", "provenance", "stack_method", "native_frames",

@@ -61,8 +61,9 @@ def probe_flags(f: Callable) -> Callable:
                      help="buffer: the Buffer's own code sees this GPU (L40S, H200): torch.cuda.mem_get_info as a "
                           "fresh context there, get_device_properties; without CUDA its CUDA storage and pinned "
                           "memory land on the CPU. Recorded as simulated."),
-        click.option("--model-size", type=click.Choice(["5M", "48M", "tiny"]), default=None,
-                     help="train: PWM model size (default 5M)."),
+        click.option("--model-size", type=click.Choice(["5M", "19M", "48M", "317M", "tiny"]), default=None,
+                     help="train: PWM model size, upstream's configs (default 5M); --set train.alg=NAME "
+                          "names any alg config (bundled_5M: the bundled variant)."),
         click.option("--train-epoch", is_flag=True, default=None,
                      help="train: also run the first epoch of the real loop (collection to the first "
                           "episode, first buffer add, first world-model update)."),

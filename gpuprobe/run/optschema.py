@@ -131,6 +131,10 @@ _BUFFER_SHARED = {   # the Buffer options the train stage takes too (the storage
     "free_memory_gb": Opt("float", minimum=0, nullable=True),
 }
 
+# The train stage's alg configs: upstream's algorithm (pwm*) and the bundled variant (bundled_*).
+ALG_NAMES = ("pwm", "pwm_5M", "pwm_19M", "pwm_48M", "pwm_317M", "pwm_tiny", "bundled_5M", "bundled_48M",
+             "bundled_tiny")
+
 # The GPU models --emulate-gpu knows (gpuprobe/probes/_emulate.py builds them from the NVML fakes).
 EMULATED_MODELS = ("L40S", "H200")
 
@@ -175,7 +179,10 @@ SCHEMA: dict[str, dict[str, Opt]] = {
         **_BUFFER_SHARED,
     },
     "train": {
-        "model_size": Opt("choice", choices=("5M", "48M", "tiny")),
+        "model_size": Opt("choice", choices=("5M", "19M", "48M", "317M", "tiny")),
+        # an alg config of gpuprobe_pwm/config/alg (this package may not import it: listed here, and
+        # tests/test_probe_train.py checks the list against the files)
+        "alg": Opt("choice", choices=ALG_NAMES, nullable=True),
         "first_epoch": Opt("bool"),
         "iterations": Opt("int", minimum=1),
         "obs_dim": Opt("int", minimum=1),
