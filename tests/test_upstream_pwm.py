@@ -19,17 +19,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import UPSTREAM_PWM
+
 ROOT = Path(__file__).resolve().parent.parent
-TARBALL = "vendor/pwm-upstream/PWM-aa5a1d8.tar.gz"
+TARBALL = "vendor/pwm-upstream/PWM-aa5a1d8.tar.gz"   # as named in skip reasons
 
 
 def _tarball() -> Path | None:
-    """``../shared/...`` beside the checkout (as CI lays it out), or beside a folder above it."""
-    for parent in ROOT.parents:
-        candidate = parent / "shared" / TARBALL
-        if candidate.is_file():
-            return candidate
-    return None
+    """Upstream PWM's source beside the checkout (``../shared/vendor/pwm-upstream``), if it is there."""
+    return UPSTREAM_PWM if UPSTREAM_PWM.is_file() else None
 
 
 @pytest.fixture(scope="module")

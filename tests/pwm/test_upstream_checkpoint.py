@@ -40,10 +40,11 @@ from gpuprobe_pwm.upstream_format import (
     wm_from_upstream,
     wm_to_upstream,
 )
+from tests.conftest import UPSTREAM_PWM
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-TARBALL = "vendor/pwm-upstream/PWM-aa5a1d8.tar.gz"
+TARBALL = "vendor/pwm-upstream/PWM-aa5a1d8.tar.gz"   # as named in skip reasons
 OBS, ACT = 11, 3  # dflex Hopper's sizes
 TOL = 1e-5
 # Upstream's alg configs: pwm.yaml (one reward output) and pwm_5M.yaml (101 two-hot bins), made
@@ -53,11 +54,8 @@ OUTPUTS = ("encode", "next", "reward", "reward_value", "actor_mean", "critic", "
 
 
 def _tarball() -> Path | None:
-    for parent in ROOT.parents:
-        candidate = parent / "shared" / TARBALL
-        if candidate.is_file():
-            return candidate
-    return None
+    """Upstream PWM's source beside the checkout (``../shared/vendor/pwm-upstream``), if it is there."""
+    return UPSTREAM_PWM if UPSTREAM_PWM.is_file() else None
 
 
 @pytest.fixture(scope="module")
