@@ -36,6 +36,7 @@ PRETRAIN = {"dflex_hopper": "Hopper 50k", "dflex_ant": "Ant 100k"}
 COLOURS = {"upstream-code": "tab:red", "upstream-variant": "tab:orange", "bundled": "tab:blue"}
 NAMES = {"upstream-code": "upstream's own code", "upstream-variant": "trainer, alg=pwm (upstream's algorithm)",
          "bundled": "trainer, bundled variant"}
+SEED_STYLES = ("-", "--", ":", "-.")  # one per seed, in the order of the seeds present
 
 
 def read_reference(path: Path) -> tuple[list[float], list[list[float]]]:
@@ -81,6 +82,39 @@ def row(s: dict) -> str:
             f"{fmt(s['wall_s_reached'], 0)} |")
 
 
+def claims(summaries: list[dict]) -> list[str]:
+    """Issue 16's two claims over the seeds that reached the budget: (1) the upstream variant's
+    median return within the [min, max] of upstream's own code; (2) the bundled variant's median
+    >= 3x upstream's code's. Runs cut short are left out here (they are in the table)."""
+    out = []
+    for env in sorted({s["env"] for s in summaries}):
+        done = {impl: {s["seed"]: s["train_return_last"] for s in summaries
+                       if s["env"] == env and s["impl"] == impl and s["reached_budget"]
+                       and s["train_return_last"] is not None}
+                for impl in NAMES}
+        code = done["upstream-code"]
+        out.append(f"\n{env}, runs that reached the budget: " + "; ".join(
+            f"{NAMES[i]}: seeds {sorted(d)}" for i, d in done.items() if d))
+        if not code:
+            out.append("- no run of upstream's own code reached the budget: no claim can be checked")
+            continue
+        lo, hi, code_med = min(code.values()), max(code.values()), statistics.median(code.values())
+        out.append(f"- upstream's own code: median {code_med:.1f}, spread [{lo:.1f}, {hi:.1f}] over {len(code)} seed(s)")
+        if done["upstream-variant"]:
+            med = statistics.median(done["upstream-variant"].values())
+            verdict = "within" if lo <= med <= hi else "outside"
+            out.append(f"- claim 1: alg=pwm median {med:.1f} over {len(done['upstream-variant'])} seed(s): "
+                       f"{verdict} upstream's spread" + (" (one seed of upstream's code: the spread is a point)"
+                                                          if len(code) == 1 else ""))
+        if done["bundled"]:
+            med = statistics.median(done["bundled"].values())
+            ratio = med / code_med if code_med > 0 else float("nan")
+            out.append(f"- claim 2: bundled median {med:.1f} over {len(done['bundled'])} seed(s) = "
+                       f"{ratio:.2f}x upstream's code's median: " + ("holds (>= 3x)" if ratio >= 3 else
+                       "does not hold (< 3x)" if code_med > 0 else "undefined (upstream's median <= 0)"))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("summaries", nargs="*", type=Path, help="default: every JSON in " + str(RESULTS))
@@ -90,31 +124,36 @@ def main() -> int:
     paths = args.summaries or sorted(RESULTS.glob("*.json"))
     summaries = sorted((json.loads(p.read_text()) for p in paths), key=lambda s: (s["env"], s["impl"], s["seed"]))
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 6.5))
-    for ax, env, ref in ((axes[0], "dflex_hopper", "pwm_hopper.csv"), (axes[1], "dflex_ant", "pwm_ant.csv")):
-        draw_band(ax, REFERENCE / ref, env, args.xmax)
+    seeds = {env: sorted({s["seed"] for s in summaries if s["env"] == env}) for env in PRETRAIN}
+    # The paper's band (pretrained, ~2500 on Hopper) dwarfs from-scratch runs (~0-400), so Hopper
+    # gets a second panel on our runs' own scale, without the band.
+    fig, axes = plt.subplots(1, 3, figsize=(19, 6.5))
+    panels = ((axes[0], "dflex_hopper", "pwm_hopper.csv", True), (axes[1], "dflex_hopper", None, False),
+              (axes[2], "dflex_ant", "pwm_ant.csv", True))
+    for ax, env, ref, with_band in panels:
+        if with_band:
+            draw_band(ax, REFERENCE / ref, env, args.xmax)
         mine = [s for s in summaries if s["env"] == env]
         for s in mine:
             c = s["curve"]
             pts = [(x, y) for x, y in zip(c["env_steps"], c["train_return"]) if y is not None]
             label = f"{NAMES[s['impl']]}, seed {s['seed']}" + ("" if s["reached_budget"] else ", cut short")
             ax.plot([p[0] for p in pts], [p[1] for p in pts], color=COLOURS[s["impl"]],
-                    ls={42: "-", 1: "--", 2: ":"}.get(s["seed"], "-."), lw=1.2, label=label)
+                    ls=SEED_STYLES[seeds[env].index(s["seed"]) % len(SEED_STYLES)], lw=1.2, label=label)
             if s.get("evals"):
                 ax.plot([e["env_steps"] for e in s["evals"]], [e["eval_return"] for e in s["evals"]],
                         ls="none", marker="o", ms=4, color=COLOURS[s["impl"]])
         if any(s.get("evals") for s in mine):
             ax.plot([], [], ls="none", marker="o", color="k", ms=4, label="dots: deterministic eval (trainer)")
         if not mine:
-            ax.text(0.5, 0.5, "no run on this env in this session", transform=ax.transAxes, ha="center",
-                    color="dimgrey")
+            ax.text(0.5, 0.5, "no run on this env yet", transform=ax.transAxes, ha="center", color="dimgrey")
         ax.set_xlim(0, args.xmax)
         ax.set_xlabel("env steps")
         ax.set_ylabel("training return (mean of the last 100 episodes)")
-        ax.set_title(f"{env}, from scratch, 1 torch thread, 2-core shared CPU")
+        ax.set_title(f"{env}{'' if with_band else ', our runs only (own scale)'}\nfrom scratch, 1 torch thread, 2-core CPU")
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:.0f}k"))
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1 if with_band else 2)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
@@ -137,6 +176,8 @@ def main() -> int:
             continue
         print(f"- {env} seed {seed}, at {common:,} env steps: {NAMES[impl]} / upstream's code = "
               f"{a[1]:.1f} / {b[1]:.1f} = {a[1] / b[1]:.2f}x (records at {a[0]:,} and {b[0]:,} env steps)")
+    for line in claims(summaries):
+        print(line)
     print(f"\nfigure: {args.out}")
     return 0
 

@@ -57,3 +57,23 @@ def test_side_by_side_reads_the_paper_curves():
     assert round(sorted(values[i])[2], 1) == 2677.3
     ant_steps, ant_values = fig.read_reference(ROOT / "benchmarks" / "reference" / "pwm_ant.csv")
     assert all(len(v) == 5 for v in ant_values) and ant_steps == sorted(ant_steps)
+
+
+def test_side_by_side_claims_use_only_runs_that_reached_the_budget():
+    fig = _load("learning_side_by_side")
+
+    def run(impl, seed, ret, reached=True):
+        return {"env": "dflex_hopper", "impl": impl, "seed": seed, "train_return_last": ret,
+                "reached_budget": reached}
+
+    lines = fig.claims([run("upstream-code", 42, 10.0), run("upstream-code", 43, 30.0),
+                        run("upstream-variant", 42, 25.0), run("upstream-variant", 43, 45.0),
+                        run("bundled", 42, 70.0), run("bundled", 43, 90.0),
+                        run("bundled", 44, 1.0, reached=False)])  # cut short: left out of the median
+    text = "\n".join(lines)
+    assert "median 20.0, spread [10.0, 30.0] over 2 seed(s)" in text
+    assert "alg=pwm median 35.0 over 2 seed(s): outside" in text
+    assert "bundled median 80.0 over 2 seed(s) = 4.00x upstream's code's median: holds" in text
+    lines = fig.claims([run("upstream-code", 42, 40.0), run("bundled", 42, 100.0)])
+    assert "= 2.50x upstream's code's median: does not hold" in "\n".join(lines)
+    assert "no run of upstream's own code" in "\n".join(fig.claims([run("bundled", 42, 5.0)]))
