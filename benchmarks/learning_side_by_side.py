@@ -10,7 +10,8 @@ that is not reachable here, so the band is labelled as such and is not a target.
     python benchmarks/learning_side_by_side.py --out benchmarks/results/learning_side_by_side.png
 
 Prints a Markdown table (one row per run) and, for every seed that has both, the ratio of the
-bundled (or upstream-variant) return to upstream's own code at the budget, measured side by side.
+bundled (or upstream-variant) return to upstream's own code at the budget, then issue 16's two
+claims over the seeds that reached the budget (``claims()``).
 """
 from __future__ import annotations
 
