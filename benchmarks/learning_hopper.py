@@ -12,7 +12,13 @@ Implementations (``--impl``):
                     (cpu_shim/: CPU buffer storage, no pinned memory, one thread; the algorithm
                     untouched) and stdin from /dev/null (its crash handler opens pdb).
   upstream-variant  this trainer's ``alg=pwm`` (upstream's algorithm under upstream's names).
-  bundled           this trainer's own variant (``--alg``, default ``pwm_5M`` as on main today).
+  bundled           this trainer's own variant (``--alg``, default ``bundled_5M``).
+
+``--tag NAME`` plus overrides makes a variant run for an ablation, e.g. the bundled variant with its
+target critic off (benchmarks/learning_ablation.py reads those)::
+
+    python benchmarks/learning_hopper.py --impl bundled --seed 42 --tag no-target-critic \
+        alg.bundled.target_critic_alpha=0
 
 Each run keeps its config's own epoch count (the learning-rate schedules decay over it, as in
 the paper's runs) and is stopped (SIGTERM) at the first epoch that reaches ``--env-steps``, so
@@ -24,7 +30,7 @@ upstream nor the trainer has an env-step limit of its own.
     python benchmarks/learning_hopper.py --impl bundled --seed 42 --parse-only   # summarise again
 
 Outputs: the run under ``benchmarks/out/runs/<impl>_<env>_s<seed>/`` (git-ignored) and the
-summary ``benchmarks/results/learning_hopper/<impl>_<env>_s<seed>.json``: curves of (env steps,
+summary ``benchmarks/results/learning_hopper/<impl>[-<tag>]_<env>_s<seed>.json``: curves of (env steps,
 wall seconds, training return = mean of the last 100 training episodes, as both codes log it),
 evaluations where the implementation has them, s/epoch, and the exact command.
 """
@@ -256,7 +262,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--env", default="dflex_hopper")
     ap.add_argument("--env-steps", type=int, default=350_000, help="stop at the first epoch that reaches this")
-    ap.add_argument("--alg", default=None, help="trainer config (default: pwm for upstream-variant, pwm_5M for bundled)")
+    ap.add_argument("--alg", default=None, help="trainer config (default: pwm for upstream-variant, bundled_5M for bundled)")
     ap.add_argument("--tree", type=Path, default=ROOT, help="gpuprobe tree whose trainer runs (PYTHONPATH)")
     ap.add_argument("--eval-interval", type=int, default=38,
                     help="trainer evaluations every N epochs (38: 342 = 9 x 38 lands one at 350k on Hopper)")
@@ -266,14 +272,22 @@ def main() -> int:
     ap.add_argument("--run-dir", type=Path, default=None)
     ap.add_argument("--nice", type=int, default=19)
     ap.add_argument("--parse-only", action="store_true", help="summarise an existing run directory again")
+    ap.add_argument("--tag", default=None,
+                    help="names a variant run (an ablation): its run directory and summary become "
+                         "<impl>-<tag>_<env>_s<seed>, so the seed runs' summaries are not overwritten")
     ap.add_argument("overrides", nargs="*", help="more overrides, passed on and recorded")
     args = ap.parse_args()
-    run_dir = args.run_dir or RUNS / f"{args.impl}_{args.env}_s{args.seed}"
+    if args.tag and not re.fullmatch(r"[A-Za-z0-9.=_-]+", args.tag):
+        ap.error(f"--tag {args.tag!r}: letters, digits and . = _ - only (it becomes a file name)")
+    name = f"{args.impl}-{args.tag}" if args.tag else args.impl
+    run_dir = args.run_dir or RUNS / f"{name}_{args.env}_s{args.seed}"
     if not args.parse_only:
         launch(args, run_dir)
     summary = summarise(args, run_dir)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{args.impl}_{args.env}_s{args.seed}.json"
+    if args.tag:
+        summary.update(tag=args.tag, overrides=list(args.overrides))
+    out = RESULTS / f"{name}_{args.env}_s{args.seed}.json"
     out.write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k not in ("curve", "meta", "evals")}))
     print(f"summary: {out}")

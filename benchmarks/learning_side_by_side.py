@@ -124,6 +124,8 @@ def main() -> int:
     args = ap.parse_args()
     paths = args.summaries or sorted(RESULTS.glob("*.json"))
     summaries = sorted((json.loads(p.read_text()) for p in paths), key=lambda s: (s["env"], s["impl"], s["seed"]))
+    # tagged runs are ablation variants (benchmarks/learning_ablation.py), not the implementations compared
+    summaries = [s for s in summaries if not s.get("tag")]
 
     seeds = {env: sorted({s["seed"] for s in summaries if s["env"] == env}) for env in PRETRAIN}
     # The paper's band (pretrained, ~2500 on Hopper) dwarfs from-scratch runs (~0-400), so Hopper
