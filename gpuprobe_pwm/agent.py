@@ -49,7 +49,7 @@ class AgentConfig:
     wm_iterations: int = 8
     wm_batch_size: int = 256
     actor_batch_size: int = 256
-    # upstream's switches; the bundled PWMAgent always normalises observations and scales rewards
+    # upstream's switches, honoured by both agents (each normalises in its own way, TRAINER.md)
     obs_rms: bool = True
     rew_rms: bool = True
     ret_rms: bool = True
@@ -96,8 +96,11 @@ class PWMAgent:
         self.ret_rms = RunningMeanStd((), self.device)
 
     # ---- acting -------------------------------------------------------------------------
+    def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.obs_rms.normalize(obs) if self.cfg.obs_rms else obs
+
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.world_model.encode(self.obs_rms.normalize(obs))
+        return self.world_model.encode(self.normalize_obs(obs))
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
@@ -105,7 +108,7 @@ class PWMAgent:
 
     def scale_reward(self, rew: torch.Tensor) -> torch.Tensor:
         # No clipping: rare large rewards (a balanced pole) are exactly the ones to keep.
-        return self.rew_rms.normalize(rew, center=False, clip=None)
+        return self.rew_rms.normalize(rew, center=False, clip=None) if self.cfg.rew_rms else rew
 
     # ---- learning-rate schedule ---------------------------------------------------------
     def set_progress(self, frac: float) -> dict[str, float]:
@@ -126,7 +129,7 @@ class PWMAgent:
                          rew: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """obs [H+1,B,O], act [H,B,A], rew [H,B,1] (raw) -> rho-weighted consistency + reward loss."""
         horizon = act.shape[0]
-        obs_n = self.obs_rms.normalize(obs)
+        obs_n = self.normalize_obs(obs)
         rew_s = self.scale_reward(rew)
         with torch.no_grad():
             targets = self.world_model.encode(obs_n[1:])
@@ -166,8 +169,11 @@ class PWMAgent:
             rewards.append(r)
         terminal = self.target_critic.min_value(z).squeeze(-1)
         ret = ret + cfg.gamma ** cfg.horizon * terminal
-        self.ret_rms.update(ret)
-        loss = -ret.mean() / self.ret_rms.std.to(ret.dtype)
+        if cfg.ret_rms:
+            self.ret_rms.update(ret)
+            loss = -ret.mean() / self.ret_rms.std.to(ret.dtype)
+        else:  # upstream's scale without ret_rms: the H-step return per step
+            loss = -ret.mean() / cfg.horizon
         imagination = Imagination(torch.stack(latents).detach(), torch.stack(rewards).detach())
         return loss, imagination, {"actor/return": ret.mean().item(),
                                    "actor/std": self.actor.std().mean().item()}

@@ -121,3 +121,28 @@ def test_state_dict_round_trip():
     assert other.world_model_opt.state_dict()["state"][0]["step"] == 1
     for a, b in zip(agent.world_model.parameters(), other.world_model.parameters()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("switch", ["obs_rms", "rew_rms", "ret_rms"])
+def test_bundled_agent_honours_upstreams_normaliser_switches(switch):
+    """`alg=bundled_5M alg.obs_rms=false` (and the other two) must change what the agent does: the
+    ablation of the bundled departures switches them, and a key silently ignored would fake it."""
+    obs, act, rew = fixed_batch()
+    on, off = tiny_agent(), tiny_agent(**{switch: False})
+    for agent in (on, off):  # statistics far from (0, 1), so normalising visibly changes values
+        agent.obs_rms.update(obs * 5 + 3)
+        agent.rew_rms.update(rew * 7)
+    if switch == "obs_rms":
+        assert torch.equal(off.normalize_obs(obs[0]), obs[0])
+        assert not torch.allclose(on.normalize_obs(obs[0]), obs[0])
+    elif switch == "rew_rms":
+        assert torch.equal(off.scale_reward(rew), rew)
+        assert not torch.allclose(on.scale_reward(rew), rew)
+    else:
+        torch.manual_seed(2)  # the actor samples its actions: the same draws for both
+        _, _, info_on = on.actor_loss(obs[0])
+        torch.manual_seed(2)
+        loss_off, _, info_off = off.actor_loss(obs[0])
+        assert info_on["actor/return"] == pytest.approx(info_off["actor/return"])
+        assert loss_off.item() == pytest.approx(-info_off["actor/return"] / H, rel=1e-5)
+        assert on.ret_rms.count >= B and off.ret_rms.count < 1  # only the one switched on updates it
