@@ -161,7 +161,9 @@ class PWMAgent:
         latents, rewards = [z], []
         ret = z.new_zeros(z.shape[0])
         for t in range(cfg.horizon):
-            a = self.actor(z)
+            # detach: the actor sees the latent as a constant; the gradient still reaches it
+            # through the actions it took and the dynamics
+            a = self.actor(z.detach() if cfg.detach else z)
             z, r = self.world_model.step(z, a)
             r = r.squeeze(-1)
             ret = ret + cfg.gamma ** t * r

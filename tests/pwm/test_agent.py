@@ -146,3 +146,18 @@ def test_bundled_agent_honours_upstreams_normaliser_switches(switch):
         assert info_on["actor/return"] == pytest.approx(info_off["actor/return"])
         assert loss_off.item() == pytest.approx(-info_off["actor/return"] / H, rel=1e-5)
         assert on.ret_rms.count >= B and off.ret_rms.count < 1  # only the one switched on updates it
+
+
+def test_bundled_agent_honours_detach():
+    """alg.detach=true feeds the actor a constant latent: its gradient then differs from the
+    attached one (which also flows back through earlier actions' effect on later latents)."""
+    obs, _, _ = fixed_batch()
+    grads = []
+    for detach in (False, True):
+        agent = tiny_agent(detach=detach)
+        torch.manual_seed(2)
+        loss, _, _ = agent.actor_loss(obs[0])
+        loss.backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in agent.actor.parameters() if p.grad is not None]))
+    assert grads[0].abs().sum() > 0 and grads[1].abs().sum() > 0
+    assert not torch.allclose(grads[0], grads[1])
