@@ -5,6 +5,7 @@ hour and more, recorded in BENCHMARKS.md). The upstream log is real output of up
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -77,3 +78,42 @@ def test_side_by_side_claims_use_only_runs_that_reached_the_budget():
     lines = fig.claims([run("upstream-code", 42, 40.0), run("bundled", 42, 100.0)])
     assert "= 2.50x upstream's code's median: does not hold" in "\n".join(lines)
     assert "no run of upstream's own code" in "\n".join(fig.claims([run("bundled", 42, 5.0)]))
+
+
+def test_ablation_share_is_the_part_of_the_lead_lost_on_the_shared_seeds(tmp_path):
+    abl = _load("learning_ablation")
+
+    def run(impl, seed, ret, tag=None, reached=True):
+        return {"env": "dflex_hopper", "impl": impl, "seed": seed, "train_return_last": ret,
+                "reached_budget": reached, "curve": {"env_steps": [0, 350_000], "train_return": [0.0, ret]},
+                **({"tag": tag, "overrides": [f"alg.x={tag}"]} if tag else {})}
+
+    runs = [run("upstream-code", 42, 10.0), run("upstream-code", 43, 30.0),   # median 20
+            run("bundled", 42, 100.0), run("bundled", 43, 60.0),
+            run("bundled", 42, 60.0, tag="a"),                                  # half of s42's lead of 80
+            run("bundled", 42, 120.0, tag="b"), run("bundled", 43, 5.0, tag="b", reached=False),
+            run("bundled", 44, 50.0, tag="c")]                                  # no bundled run on s44
+    rows = {r["tag"]: r for r in abl.ablation_rows(runs, "dflex_hopper")}
+    assert rows["a"]["seeds"] == [42] and rows["a"]["share"] == 0.5
+    assert rows["b"]["share"] == -0.25            # better without it; the cut-short s43 is left out
+    assert rows["c"]["seeds"] == [] and rows["c"]["share"] is None
+    assert abl.share(20.0, 10.0, 30.0) is None    # no lead to share
+    text = "\n".join(abl.table(runs, "dflex_hopper"))
+    assert "| a | `alg.x=a` | s42: 60.0 | s42: 100.0 | 0.50 over 1 seed(s) |" in text
+    abl.figure(runs, "dflex_hopper", tmp_path / "ablation.png")
+    assert (tmp_path / "ablation.png").stat().st_size > 0
+
+
+def test_a_tagged_run_gets_its_own_summary_and_records_its_overrides(tmp_path, monkeypatch):
+    bench = _load("learning_hopper")
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE, run)
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(sys, "argv", ["learning_hopper.py", "--impl", "upstream-code", "--seed", "7",
+                                      "--env-steps", "200", "--run-dir", str(run), "--parse-only",
+                                      "--tag", "x1", "alg.foo=1"])
+    assert bench.main() == 0
+    (out,) = (tmp_path / "results").iterdir()
+    assert out.name == "upstream-code-x1_dflex_hopper_s7.json"
+    summary = json.loads(out.read_text())
+    assert summary["tag"] == "x1" and summary["overrides"] == ["alg.foo=1"]
