@@ -198,7 +198,8 @@ class PWMAgent:
     @torch.no_grad()
     def critic_targets(self, imagination: Imagination) -> torch.Tensor:
         values = self.target_critic.min_value(imagination.latents).squeeze(-1)
-        return lambda_returns(imagination.rewards, values, self.cfg.gamma, self.cfg.lam)
+        lam = 0.0 if self.cfg.critic_method == "one-step" else self.cfg.lam  # lambda 0 is one-step TD
+        return lambda_returns(imagination.rewards, values, self.cfg.gamma, lam)
 
     def critic_loss(self, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """MSE of every ensemble head against the same target, averaged over heads."""

@@ -161,3 +161,13 @@ def test_bundled_agent_honours_detach():
         grads.append(torch.cat([p.grad.reshape(-1) for p in agent.actor.parameters() if p.grad is not None]))
     assert grads[0].abs().sum() > 0 and grads[1].abs().sum() > 0
     assert not torch.allclose(grads[0], grads[1])
+
+
+def test_bundled_agent_honours_one_step_critic_targets():
+    obs, _, _ = fixed_batch()
+    agent = tiny_agent(critic_method="one-step")
+    _, imagination, _ = agent.actor_loss(obs[0])
+    values = agent.target_critic.min_value(imagination.latents).squeeze(-1)
+    expected = imagination.rewards + agent.cfg.gamma * values[1:]
+    assert torch.allclose(agent.critic_targets(imagination), expected, atol=1e-6)
+    assert not torch.allclose(tiny_agent().critic_targets(imagination), expected, atol=1e-4)
