@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -37,15 +38,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results" / "learning_hopper"
-
-
-def at_budget(summaries: list[dict], env: str, impl: str, tag: str | None) -> dict[int, float]:
-    """seed -> training return at the budget, for the runs of (impl, tag) that reached it."""
-    return {s["seed"]: s["train_return_last"] for s in summaries
-            if s["env"] == env and s["impl"] == impl and s.get("tag") == tag
-            and s["reached_budget"] and s["train_return_last"] is not None}
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the side-by-side script beside it
+from learning_side_by_side import RESULTS, ROOT, at_budget  # noqa: E402
 
 
 def share(bundled: float, ablated: float, upstream: float) -> float | None:

@@ -83,16 +83,20 @@ def row(s: dict) -> str:
             f"{fmt(s['wall_s_reached'], 0)} |")
 
 
+def at_budget(summaries: list[dict], env: str, impl: str, tag: str | None = None) -> dict[int, float]:
+    """seed -> training return at the budget, for the runs of (impl, tag) that reached it."""
+    return {s["seed"]: s["train_return_last"] for s in summaries
+            if s["env"] == env and s["impl"] == impl and s.get("tag") == tag
+            and s["reached_budget"] and s["train_return_last"] is not None}
+
+
 def claims(summaries: list[dict]) -> list[str]:
     """Issue 16's two claims over the seeds that reached the budget: (1) the upstream variant's
     median return within the [min, max] of upstream's own code; (2) the bundled variant's median
     >= 3x upstream's code's. Runs cut short are left out here (they are in the table)."""
     out = []
     for env in sorted({s["env"] for s in summaries}):
-        done = {impl: {s["seed"]: s["train_return_last"] for s in summaries
-                       if s["env"] == env and s["impl"] == impl and s["reached_budget"]
-                       and s["train_return_last"] is not None}
-                for impl in NAMES}
+        done = {impl: at_budget(summaries, env, impl) for impl in NAMES}
         code = done["upstream-code"]
         out.append(f"\n{env}, runs that reached the budget: " + "; ".join(
             f"{NAMES[i]}: seeds {sorted(d)}" for i, d in done.items() if d))
