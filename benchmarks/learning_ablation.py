@@ -12,6 +12,11 @@ and one torch thread:
     python benchmarks/learning_hopper.py --impl bundled --seed 42 --tag obs-rms-off alg.obs_rms=false
     python benchmarks/learning_hopper.py --impl bundled --seed 42 --tag upstream-wm-loss \\
         alg.bundled.rho=0.99 alg.bundled.consistency_coef=1 alg.bundled.reward_coef=0.0625
+    python benchmarks/learning_hopper.py --impl bundled --seed 42 --tag wm-warmup \\
+        alg.bundled.wm_warmup_iterations=1000
+    python benchmarks/learning_hopper.py --impl bundled --seed 42 --tag upstream-network \\
+        alg.network.layer_order=mish_ln alg.network.init=upstream alg.network.reward_readout=symlog \\
+        alg.network.actor_logstd_clamp=parameter
     python benchmarks/learning_ablation.py --out benchmarks/results/learning_ablation.png
 
 Reads every summary in benchmarks/results/learning_hopper/: the tagged ones are the ablations,
