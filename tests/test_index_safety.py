@@ -210,6 +210,55 @@ def test_a_stale_listing_never_removes_what_another_process_added(tmp_path, monk
         p for (p,) in sqlite3.connect(stats.index_path).execute("SELECT path FROM files"))
 
 
+def test_an_index_created_by_another_process_while_we_look_is_never_judged_foreign(tmp_path, monkeypatch, caplog):
+    """The race the 32-reader test once lost: a reader finds the file empty (application id
+    0), another process finishes creating the index, and the reader's next look sees the
+    schema version. Judged from two different moments, the header looked foreign, and the
+    reader deleted the other process's sound index under it: that process then wrote its rows
+    into an unlinked file and its matrix answered from the new, empty one (0 runs). The two
+    header fields must come from one snapshot.
+
+    Reproduced with real SQLite: the other process's creation (``_create`` on a connection of
+    its own) is started just before the reader's second header read, in a thread, and given
+    a second to finish."""
+    import threading
+
+    folder = tmp_path / "res"
+    folder.mkdir()
+    path = tmp_path / "index.sqlite"
+    real_connect = sqlite3.connect
+    started, other_done = threading.Event(), threading.Event()
+
+    def other_process_creates() -> None:
+        conn = real_connect(str(path), timeout=30, isolation_level=None)
+        try:
+            indexdb._create(conn, ix._DDL, ix.INDEX_SCHEMA, str(folder))
+        finally:
+            conn.close()
+            other_done.set()
+
+    def before_statement(sql: str) -> None:
+        if sql.strip().upper() == "PRAGMA USER_VERSION" and not started.is_set():
+            started.set()
+            threading.Thread(target=other_process_creates, daemon=True).start()
+            other_done.wait(1.0)  # the old code let it finish here; a snapshot holds it off
+
+    def connect(*args, **kwargs):
+        conn = real_connect(*args, **kwargs)
+        if not started.is_set():
+            conn.set_trace_callback(before_statement)
+        return conn
+
+    monkeypatch.setattr(indexdb.sqlite3, "connect", connect)
+    with caplog.at_level(logging.WARNING):
+        conn = indexdb.open_db(path, ix._DDL, ix.INDEX_SCHEMA, str(folder), wait_s=30)
+    conn.close()
+    assert started.is_set() and other_done.wait(30)
+    assert "rebuilding" not in caplog.text, caplog.text
+    with real_connect(str(path)) as check:  # one index, created once, by whichever got the lock first
+        assert check.execute("SELECT COUNT(*) FROM meta WHERE key='epoch'").fetchone()[0] == 1
+
+
 # -- corrupt and foreign indexes -----------------------------------------------------------
 def _garbage_past_the_header(db: Path) -> None:
     size = db.stat().st_size

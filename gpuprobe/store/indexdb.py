@@ -124,18 +124,29 @@ def _create(conn: sqlite3.Connection, ddl: str, schema: int, folder: str) -> Non
         raise
 
 
+def _header(conn: sqlite3.Connection) -> tuple[int, int]:
+    """``(application_id, user_version)`` read in one transaction. Read one after the other,
+    they could straddle another process's creation of the file (id 0, then the schema
+    version): a sound index judged foreign, and deleted under the process that made it."""
+    conn.execute("BEGIN")
+    try:
+        return (conn.execute("PRAGMA application_id").fetchone()[0],
+                conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.execute("COMMIT")
+
+
 def _open_checked(path: Path, ddl: str, schema: int, folder: str, wait_s: float, check: bool) -> sqlite3.Connection:
     ino = file_id(path)
     conn = sqlite3.connect(str(path), timeout=wait_s, isolation_level=None)
     try:
         conn.execute("PRAGMA synchronous=NORMAL")  # a lost index is rebuilt from the files
-        app = conn.execute("PRAGMA application_id").fetchone()[0]
-        if app == 0 and conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+        app, version = _header(conn)
+        if app == 0 and version == 0:
             _create(conn, ddl, schema, folder)
-            app = conn.execute("PRAGMA application_id").fetchone()[0]
+            app, version = _header(conn)
         if app != APP_ID:
             raise IndexCorrupt(f"is not a gpuprobe index (application id {app:#x})")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version != schema:
             raise IndexCorrupt(f"has schema {version}, not {schema}")
         row = conn.execute("SELECT value FROM meta WHERE key='folder'").fetchone()
