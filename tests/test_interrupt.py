@@ -43,10 +43,16 @@ def test_sigterm_kills_stage_and_keeps_finished_stages(tmp_path):
                 continue
         return None
 
+    def finished_stages():
+        return [[s["stage"] for s in json.loads(f.read_text())["stages"]] for f in tmp_path.glob("*.result.json")]
+
+    # nvml and cuda saved, so the stage process found now is alloc's, hanging at its failpoint
+    # (signalled earlier, under load, the run was stopped before alloc had started)
+    _wait_for(lambda: finished_stages() == [["nvml", "cuda"]])
     stage = _wait_for(hanging_stage)
     # the stage process is in its own session: only our cleanup can stop it
     assert os.getsid(stage.pid) == stage.pid
-    _wait_for(lambda: any(json.loads(f.read_text())["stages"] for f in tmp_path.glob("*.result.json")))
+    time.sleep(1.0)  # the runner notes the stage it launched right after the fork returns
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
     assert proc.returncode == 128 + signal.SIGTERM
@@ -54,3 +60,17 @@ def test_sigterm_kills_stage_and_keeps_finished_stages(tmp_path):
     doc = json.loads(next(tmp_path.glob("*.result.json")).read_text())
     assert doc["complete"] is False and "alloc" in doc["interrupted"]
     assert [s["stage"] for s in doc["stages"]] == ["nvml", "cuda"]  # finished stages kept
+
+
+def test_a_stop_between_two_stages_names_the_stage_that_had_finished():
+    """The stage name outlives its process; a stop after nvml ended and before cuda began
+    said "during stage nvml" (the flaky form of the test above caught it)."""
+    from gpuprobe.run.runner import Runner
+
+    runner = object.__new__(Runner)  # only the stop's bookkeeping: no fingerprint, no results folder
+    runner._current, runner._current_name, runner.save = None, "nvml", lambda complete: None
+    runner._abandon_current(KeyboardInterrupt())
+    assert runner.interrupted == "interrupted (KeyboardInterrupt) after stage nvml"
+    runner._current_name = None
+    runner._abandon_current(KeyboardInterrupt())
+    assert runner.interrupted == "interrupted (KeyboardInterrupt) before the first stage"

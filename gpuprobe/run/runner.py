@@ -171,7 +171,10 @@ class Runner:
         proc, self._current = self._current, None
         if proc is not None:
             reaper.kill_tree(proc.pid, proc.pid, poll=proc.poll)
-        self.interrupted = f"interrupted ({type(exc).__name__}) during stage {self._current_name or '-'}"
+        # the name stays set after a stage ends: between two stages, say which one had finished
+        where = (f"during stage {self._current_name}" if proc is not None else
+                 f"after stage {self._current_name}" if self._current_name else "before the first stage")
+        self.interrupted = f"interrupted ({type(exc).__name__}) {where}"
         try:
             self.save(complete=False)
         except OSError as err:
