@@ -57,7 +57,7 @@ def main() -> int:
     ap.add_argument("summaries", nargs="+", type=Path, help="learning_cartpole.json files, one per seed")
     ap.add_argument("--out", type=Path, required=True, help="PNG to write")
     ap.add_argument("--budget-minutes", type=float, default=15.0)
-    ap.add_argument("--title", default="pwm_5M on cart-pole swing-up, 2-core CPU: every run")
+    ap.add_argument("--title", default="bundled_5M (pwm_5M before issue 16) on cart-pole swing-up, 2-core CPU: every run")
     args = ap.parse_args()
     summaries = sorted((load(p) for p in args.summaries), key=lambda s: (s["seed"], label(s)))
     budget_s = 60 * args.budget_minutes
