@@ -142,12 +142,21 @@ def ours_curves(run_dir: Path) -> dict:
     return {"records": records, "evals": evals, "metrics": str(metrics[-1])}
 
 
-def steps_reached(impl: str, run_dir: Path) -> int:
+def progress(impl: str, run_dir: Path) -> tuple[int, float]:
+    """(env steps, wall seconds) of the last epoch logged so far; (0, 0.0) before the first."""
     try:
         curves = upstream_curves(run_dir) if impl == "upstream-code" else ours_curves(run_dir)
     except (OSError, ValueError):  # a line half written: read again at the next poll
-        return 0
-    return curves["records"][-1]["env_steps"] if curves["records"] else 0
+        return 0, 0.0
+    last = curves["records"][-1] if curves["records"] else {}
+    return last.get("env_steps", 0), last.get("wall_s") or 0.0
+
+
+def past_budget(record: dict, env_steps: int | None, wall_s: float | None) -> bool:
+    """Whether this epoch is at or past the run's budget: env steps, or the run's own wall clock
+    (the trainer's time/elapsed, so the interpreter's start-up is not charged to the run)."""
+    return ((env_steps is not None and record.get("env_steps", 0) >= env_steps)
+            or (wall_s is not None and (record.get("wall_s") or 0.0) >= wall_s))
 
 
 def command_for(args, run_dir: Path) -> tuple[list[str], dict, Path]:
@@ -191,7 +200,7 @@ def launch(args, run_dir: Path) -> None:
     cmd, env, cwd = command_for(args, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = {"impl": args.impl, "env": args.env, "seed": args.seed, "env_steps_budget": args.env_steps,
-            "command": cmd, "env_vars": env, "cwd": str(cwd),
+            "wall_s_budget": args.wall_s, "command": cmd, "env_vars": env, "cwd": str(cwd),
             "code_commit": None if args.impl == "upstream-code" else git_commit(args.tree),
             "upstream": TARBALL if args.impl == "upstream-code" else None,
             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -204,8 +213,8 @@ def launch(args, run_dir: Path) -> None:
         stopped = None
         try:
             while proc.poll() is None:
-                reached = steps_reached(args.impl, run_dir)
-                if reached >= args.env_steps:
+                reached, wall = progress(args.impl, run_dir)
+                if past_budget({"env_steps": reached, "wall_s": wall}, args.env_steps, args.wall_s):
                     stopped = reached
                     proc.send_signal(signal.SIGTERM)
                     proc.wait()
@@ -227,9 +236,9 @@ def summarise(args, run_dir: Path) -> dict:
     recs = []
     for r in curves["records"]:
         recs.append(r)
-        if r["env_steps"] >= args.env_steps:
+        if past_budget(r, args.env_steps, args.wall_s):
             break
-    at_budget = recs[-1] if recs and recs[-1]["env_steps"] >= args.env_steps else None
+    at_budget = recs[-1] if recs and past_budget(recs[-1], args.env_steps, args.wall_s) else None
     last = recs[-1] if recs else None
     returns = [r["train_return"] for r in recs if r.get("train_return") is not None]
     walls = [(r["iteration"], r["wall_s"]) for r in recs if r.get("wall_s") is not None]
@@ -237,7 +246,7 @@ def summarise(args, run_dir: Path) -> dict:
     dts = [b[1] - a[1] for a, b in zip(walls, walls[1:]) if b[0] == a[0] + 1]
     summary = {
         "impl": args.impl, "env": args.env, "seed": args.seed, "env_steps_budget": args.env_steps,
-        "reached_budget": at_budget is not None,
+        "wall_s_budget": args.wall_s, "reached_budget": at_budget is not None,
         "env_steps_reached": last["env_steps"] if last else 0,
         "wall_s_reached": last.get("wall_s") if last else None,
         "train_return_last": last.get("train_return") if last else None,
@@ -261,7 +270,11 @@ def main() -> int:
     ap.add_argument("--impl", required=True, choices=["upstream-code", "upstream-variant", "bundled"])
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--env", default="dflex_hopper")
-    ap.add_argument("--env-steps", type=int, default=350_000, help="stop at the first epoch that reaches this")
+    ap.add_argument("--env-steps", type=int, default=None,
+                    help="stop at the first epoch that reaches this (default 350000, or none with --wall-s)")
+    ap.add_argument("--wall-s", type=float, default=None,
+                    help="stop at the first epoch that ends this many seconds into the run (Ant's 60 "
+                         "minutes: --env dflex_ant --wall-s 3600)")
     ap.add_argument("--alg", default=None, help="trainer config (default: pwm for upstream-variant, bundled_5M for bundled)")
     ap.add_argument("--tree", type=Path, default=ROOT, help="gpuprobe tree whose trainer runs (PYTHONPATH)")
     ap.add_argument("--eval-interval", type=int, default=38,
@@ -277,6 +290,8 @@ def main() -> int:
                          "<impl>-<tag>_<env>_s<seed>, so the seed runs' summaries are not overwritten")
     ap.add_argument("overrides", nargs="*", help="more overrides, passed on and recorded")
     args = ap.parse_args()
+    if args.env_steps is None and args.wall_s is None:
+        args.env_steps = 350_000
     if args.tag and not re.fullmatch(r"[A-Za-z0-9.=_-]+", args.tag):
         ap.error(f"--tag {args.tag!r}: letters, digits and . = _ - only (it becomes a file name)")
     name = f"{args.impl}-{args.tag}" if args.tag else args.impl

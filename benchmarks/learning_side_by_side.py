@@ -124,7 +124,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("summaries", nargs="*", type=Path, help="default: every JSON in " + str(RESULTS))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "learning_side_by_side.png")
-    ap.add_argument("--xmax", type=float, default=400_000, help="env steps shown")
+    ap.add_argument("--xmax", type=float, default=400_000,
+                    help="env steps shown at least (a panel widens to its longest run)")
     args = ap.parse_args()
     paths = args.summaries or sorted(RESULTS.glob("*.json"))
     summaries = sorted((json.loads(p.read_text()) for p in paths), key=lambda s: (s["env"], s["impl"], s["seed"]))
@@ -138,9 +139,11 @@ def main() -> int:
     panels = ((axes[0], "dflex_hopper", "pwm_hopper.csv", True), (axes[1], "dflex_hopper", None, False),
               (axes[2], "dflex_ant", "pwm_ant.csv", True))
     for ax, env, ref, with_band in panels:
-        if with_band:
-            draw_band(ax, REFERENCE / ref, env, args.xmax)
         mine = [s for s in summaries if s["env"] == env]
+        # a run on a wall-clock budget (Ant's 60 minutes) may go past --xmax: show all of it
+        xmax = max([args.xmax] + [s["env_steps_reached"] for s in mine])
+        if with_band:
+            draw_band(ax, REFERENCE / ref, env, xmax)
         for s in mine:
             c = s["curve"]
             pts = [(x, y) for x, y in zip(c["env_steps"], c["train_return"]) if y is not None]
@@ -154,7 +157,7 @@ def main() -> int:
             ax.plot([], [], ls="none", marker="o", color="k", ms=4, label="dots: deterministic eval (trainer)")
         if not mine:
             ax.text(0.5, 0.5, "no run on this env yet", transform=ax.transAxes, ha="center", color="dimgrey")
-        ax.set_xlim(0, args.xmax)
+        ax.set_xlim(0, xmax)
         ax.set_xlabel("env steps")
         ax.set_ylabel("training return (mean of the last 100 episodes)")
         ax.set_title(f"{env}{'' if with_band else ', our runs only (own scale)'}\nfrom scratch, 1 torch thread, 2-core CPU")

@@ -42,11 +42,29 @@ def test_upstream_summary_joins_the_shim_timers(tmp_path):
     assert curves["first_epoch_start_s"] < walls[0]
     # the world-model warm-up before the first epoch: env.episode_length=16 iterations
     assert curves["warmup_iterations"] == [16, 16]
-    args = type("A", (), {"impl": "upstream-code", "env": "dflex_hopper", "seed": 0, "env_steps": 200})()
+    args = type("A", (), {"impl": "upstream-code", "env": "dflex_hopper", "seed": 0, "env_steps": 200,
+                          "wall_s": None})()
     s = bench.summarise(args, run)
     # the budget is read at the first epoch that reaches it
     assert s["reached_budget"] and s["env_steps_reached"] == 256 and s["epochs"] == 3
     assert s["median_epoch_s_after_first"] > 0
+
+
+def test_a_wall_clock_budget_is_read_at_the_first_epoch_that_ends_past_it(tmp_path):
+    bench = _load("learning_hopper")
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE, run)
+    walls = [r["wall_s"] for r in bench.upstream_curves(run)["records"]]
+    # a budget between the first and second epoch's end: the second epoch is the reading
+    args = type("A", (), {"impl": "upstream-code", "env": "dflex_ant", "seed": 0, "env_steps": None,
+                          "wall_s": (walls[0] + walls[1]) / 2})()
+    s = bench.summarise(args, run)
+    assert s["reached_budget"] and s["epochs"] == 2 and s["env_steps_reached"] == 192
+    assert s["wall_s_reached"] == walls[1] and s["wall_s_budget"] == args.wall_s
+    # a budget past the last epoch: the run was cut short, and says so
+    args.wall_s = walls[-1] + 1
+    s = bench.summarise(args, run)
+    assert not s["reached_budget"] and s["epochs"] == 3
 
 
 def test_side_by_side_reads_the_paper_curves():
