@@ -144,7 +144,10 @@ class PWMAgent:
         loss = (self.cfg.consistency_coef * consistency + self.cfg.reward_coef * reward) / horizon
         return loss, {"wm/consistency": consistency.item() / horizon, "wm/reward": reward.item() / horizon}
 
-    def update_world_model(self, obs: torch.Tensor, act: torch.Tensor, rew: torch.Tensor) -> dict[str, float]:
+    def update_world_model(self, obs: torch.Tensor, act: torch.Tensor, rew: torch.Tensor,
+                           statistics: bool = True) -> dict[str, float]:
+        """One update. `statistics` is for the upstream agent's signature: this variant updates its
+        statistics on env steps, never from world-model batches."""
         loss, info = self.world_model_loss(obs, act, rew)
         self.world_model_opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -134,13 +134,18 @@ class UpstreamAgent(PWMAgent):
         loss = (dynamics + reward) / horizon
         return loss, {"wm/dynamics": dynamics.item() / horizon, "wm/reward": reward.item() / horizon}
 
-    def update_world_model(self, obs: torch.Tensor, act: torch.Tensor, rew: torch.Tensor) -> dict[str, float]:
+    def update_world_model(self, obs: torch.Tensor, act: torch.Tensor, rew: torch.Tensor,
+                           statistics: bool = True) -> dict[str, float]:
+        """One update; the statistics are updated from the batch first, except in pretraining
+        (statistics=False: upstream's pretrain_wm only normalises)."""
         obs = torch.nan_to_num(obs)
         if self.cfg.obs_rms:
-            self.obs_rms.update(obs.reshape(-1, obs.shape[-1]))
+            if statistics:
+                self.obs_rms.update(obs.reshape(-1, obs.shape[-1]))
             obs = upstream_normalize(self.obs_rms, obs)
         if self.cfg.rew_rms:
-            self.rew_rms.update(rew.reshape(-1))
+            if statistics:
+                self.rew_rms.update(rew.reshape(-1))
             rew = upstream_normalize(self.rew_rms, rew)
         loss, info = self.world_model_loss(obs, act, rew)
         self.world_model_opt.zero_grad(set_to_none=True)

@@ -63,8 +63,13 @@ def resolve_config(cfg: DictConfig, start_cwd: Path, argv: list[str] | None = No
         # upstream would put the agent on alg.device and the env on general.device; here both go together
         raise ConfigError(f"alg.device={alg_device} differs from general.device={general['device']}: "
                           "set general.device (alg.device follows it)")
-    if general.get("pretrain"):
-        raise ConfigError("general.pretrain: pretraining on upstream's offline data is not available here")
+    # general.pretrain: one replay file or a list of them (upstream also takes a list)
+    pretrain = general.get("pretrain")
+    pretrain = [pretrain] if isinstance(pretrain, str) else list(pretrain or [])
+    general["pretrain"] = [str(_abs(p, start_cwd)) for p in pretrain] or None
+    if pretrain and (not isinstance(general.get("pretrain_steps"), int) or general["pretrain_steps"] < 1):
+        raise ConfigError(f"general.pretrain_steps={general.get('pretrain_steps')!r}: give a whole number of "
+                          "world-model updates, 1 or more")
     if not general.get("train", True) and checkpoint is None:
         raise ConfigError("general.train=false evaluates a checkpoint: set general.checkpoint=FILE")
     return ResolvedConfig(data, logdir, checkpoint, start_cwd, list(argv if argv is not None else sys.argv))
@@ -163,6 +168,7 @@ def run(rc: ResolvedConfig) -> int:
         time_limit_s=60.0 * general["time_limit_minutes"] if general.get("time_limit_minutes") else None,
         checkpoint=rc.checkpoint, checkpoint_buffer=bool(general.get("save_buffer", True)),
         load_buffer=bool(general.get("checkpoint_with_buffer", True)), train=bool(general.get("train", True)),
+        pretrain=tuple(Path(p) for p in general.get("pretrain") or ()), pretrain_steps=int(general["pretrain_steps"]),
         agent=agent_config(alg), config=rc.config)
     metrics = runs.MetricsLog(run_dir / runs.METRICS)
     buffer = wandb_run = None

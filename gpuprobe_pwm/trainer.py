@@ -32,7 +32,7 @@ from gpuprobe_pwm.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from gpuprobe_pwm.runs import MetricsLog
+from gpuprobe_pwm.runs import MetricsLog, update_run_json
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ class TrainSettings:
     checkpoint_buffer: bool = True  # latest_checkpoint.pt carries the replay buffer's episodes
     load_buffer: bool = True        # resuming restores that buffer (upstream's general.checkpoint_with_buffer)
     train: bool = True              # false: evaluate the checkpoint and stop (upstream's general.train)
+    pretrain: tuple[Path, ...] = ()  # replay files to pretrain the world model on (gpuprobe_pwm/pretrain.py)
+    pretrain_steps: int = 50_000
     agent: AgentConfig = field(default_factory=AgentConfig)
     config: dict[str, Any] = field(default_factory=dict)  # resolved config, stored in checkpoints
 
@@ -222,6 +224,7 @@ class Trainer:
         self.env_steps = 0
         self.best_return = -math.inf
         self.warmed_up = False
+        self.pretrain_done: int | None = None  # world-model pretraining updates done; None: none begun
         self.started = time.monotonic()
         self.reached_target = False
 
@@ -229,6 +232,7 @@ class Trainer:
     def checkpoint_state(self) -> dict[str, Any]:
         return {**self.agent.state_dict(), "iteration": self.iteration, "env_steps": self.env_steps,
                 "best_return": self.best_return, "warmed_up": self.warmed_up,
+                **({"pretrain_done": self.pretrain_done} if self.pretrain_done is not None else {}),
                 "rng": rng_state(), "config": self.s.config,
                 "param_counts": vars(self.agent.param_counts)}
 
@@ -256,12 +260,49 @@ class Trainer:
         set_rng_state(state["rng"])
         # The world model is trained already: the warm-up is for a fresh one, not a fresh buffer.
         self.warmed_up = bool(state.get("warmed_up", self.iteration > 0))
+        self.pretrain_done = state.get("pretrain_done")
         if state.get("buffer") is not None and self.s.load_buffer:
             self.buffer.load_state_dict(state["buffer"])
             log.info("resumed from %s at iteration %d with %d buffer rows (%d episodes)",
                      path, self.iteration, len(self.buffer), self.buffer.num_episodes)
         else:  # written with general.save_buffer=false, or checkpoint_with_buffer=false: refills from fresh episodes
             log.info("resumed from %s at iteration %d, empty buffer", path, self.iteration)
+
+    def pretrain(self, resumed: bool) -> None:
+        """general.pretrain (gpuprobe_pwm/pretrain.py) before the first epoch of a fresh run, or the
+        rest of a pretraining that a SIGTERM cut short."""
+        from gpuprobe_pwm import pretrain as pt
+
+        steps = self.s.pretrain_steps
+        if resumed and self.pretrain_done is None:
+            # As upstream given general.checkpoint too: the data joins an empty buffer, and the
+            # checkpoint's world model is not pretrained again.
+            if len(self.buffer) == 0:
+                self.buffer.load_state_dict(pt.read_replay(self.s.pretrain, self.env.num_obs, self.env.num_acts).state)
+            log.info("general.pretrain: resumed from a checkpoint that was not pretraining: its world model is "
+                     "kept, the buffer holds %d rows", len(self.buffer))
+            return
+        if self.pretrain_done is not None and self.pretrain_done >= steps:
+            return
+        if len(self.buffer) == 0:  # a fresh run, or a checkpoint saved without its buffer
+            data = pt.read_replay(self.s.pretrain, self.env.num_obs, self.env.num_acts)
+            self.buffer.load_state_dict(data.state)
+            if self.pretrain_done is None:  # a resumed run's statistics are in its checkpoint already
+                pt.update_statistics(self.agent, data)
+            log.info("pretraining data: %d episodes, %d env steps from %s", data.episodes, data.env_steps,
+                     ", ".join(data.files))
+        t0 = time.monotonic()
+
+        def progress(n: int) -> None:
+            self.pretrain_done = n
+
+        _, last_loss = pt.pretrain_world_model(self.agent, self.buffer, steps, self.pretrain_done or 0,
+                                               self.stop.check, progress)
+        self.warmed_up = True  # upstream's wm_bootstrapped: no warm-up after pretraining
+        update_run_json(self.s.run_dir, pretrain={
+            "files": [str(p) for p in self.s.pretrain], "rows": len(self.buffer),
+            "episodes": self.buffer.num_episodes, "steps": steps,
+            "seconds": round(time.monotonic() - t0, 1), "last_loss": last_loss})
 
     # ---- one epoch ----------------------------------------------------------------------
     def collect(self) -> None:
@@ -366,6 +407,8 @@ class Trainer:
         else:
             self.checkpoints.save(INIT, self.checkpoint_state())
         try:
+            if self.s.pretrain:
+                self.pretrain(resumed=self.s.checkpoint is not None)
             while self.iteration < self.s.epochs and not self.reached_target and not self.out_of_time():
                 self.log_record(self.epoch())
                 self.stop.check()
