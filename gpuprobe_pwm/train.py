@@ -67,6 +67,9 @@ def resolve_config(cfg: DictConfig, start_cwd: Path, argv: list[str] | None = No
     pretrain = general.get("pretrain")
     pretrain = [pretrain] if isinstance(pretrain, str) else list(pretrain or [])
     general["pretrain"] = [str(_abs(p, start_cwd)) for p in pretrain] or None
+    missing = [p for p in general["pretrain"] or () if not Path(p).is_file()]
+    if missing:  # before anything is built: the files are read only after the envs and models
+        raise ConfigError(f"general.pretrain: {missing[0]} does not exist or is not a file")
     if pretrain and (not isinstance(general.get("pretrain_steps"), int) or general["pretrain_steps"] < 1):
         raise ConfigError(f"general.pretrain_steps={general.get('pretrain_steps')!r}: give a whole number of "
                           "world-model updates, 1 or more")

@@ -111,6 +111,9 @@ def test_data_of_another_env_or_without_a_buffer_is_refused_in_one_line(tmp_path
         read_replay([collected / "final_policy.pt"], obs_dim=5, act_dim=1)
     with pytest.raises(CheckpointError, match="does not exist"):
         read_replay([tmp_path / "nope.buffer"], obs_dim=5, act_dim=1)
+    (tmp_path / "empty.buffer").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        read_replay([tmp_path / "empty.buffer"], obs_dim=5, act_dim=1)
     # through the trainer: exit 1, the run marked failed with that line
     code, run_dir = train(tmp_path, "bundled_tiny_cartpole_swingup_seed42", *BUNDLED,
                           f"general.pretrain={collected / 'final_policy.pt'}")
@@ -118,7 +121,11 @@ def test_data_of_another_env_or_without_a_buffer_is_refused_in_one_line(tmp_path
     assert "holds no replay buffer" in json.loads((run_dir / "run.json").read_text())["error"]
 
 
-def test_pretrain_steps_must_be_a_positive_count(tmp_path):
+def test_pretrain_files_and_steps_are_checked_before_anything_is_built(tmp_path):
+    cfg = compose_config([*BUNDLED, "general.pretrain=x.buffer"])
+    with pytest.raises(ConfigError, match="x.buffer does not exist"):
+        resolve_config(cfg, tmp_path, [])
+    (tmp_path / "x.buffer").write_bytes(b"")
     cfg = compose_config([*BUNDLED, "general.pretrain=x.buffer", "general.pretrain_steps=0"])
     with pytest.raises(ConfigError, match="pretrain_steps=0"):
         resolve_config(cfg, tmp_path, [])
