@@ -53,6 +53,11 @@ def share(bundled: float, ablated: float, upstream: float) -> float | None:
     return None if lead <= 0 else (bundled - ablated) / lead
 
 
+def is_pretrained(summary: dict) -> bool:
+    """A general.pretrain run (benchmarks/learning_pretrain.py): not a departure put back."""
+    return any(o.startswith("general.pretrain=") for o in summary.get("overrides", []))
+
+
 def ablation_rows(summaries: list[dict], env: str) -> list[dict]:
     bundled = at_budget(summaries, env, "bundled", None)
     upstream = at_budget(summaries, env, "upstream-code", None)
@@ -117,6 +122,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "learning_ablation.png")
     args = ap.parse_args()
     summaries = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    summaries = [s for s in summaries if not is_pretrained(s)]
     if not any(s.get("tag") for s in summaries):
         raise SystemExit(f"no ablation run in {RESULTS}: make one with learning_hopper.py --tag (see --help)")
     print("\n".join(table(summaries, args.env)))

@@ -259,6 +259,11 @@ def summarise(args, run_dir: Path) -> dict:
                   "train_return": [r.get("train_return") for r in recs]},
         "meta": meta,
     }
+    if args.impl != "upstream-code":
+        # general.pretrain runs: what the trainer pretrained on, and how long that took
+        run_json = sorted((run_dir / "logdir").glob("*/run.json"))
+        if run_json and "pretrain" in json.loads(run_json[-1].read_text()):
+            summary["pretrain"] = json.loads(run_json[-1].read_text())["pretrain"]
     if args.impl == "upstream-code":
         summary["first_epoch_start_s"] = curves.get("first_epoch_start_s")
         summary["warmup_iterations_done"] = curves.get("warmup_iterations")

@@ -135,3 +135,27 @@ def test_a_tagged_run_gets_its_own_summary_and_records_its_overrides(tmp_path, m
     assert out.name == "upstream-code-x1_dflex_hopper_s7.json"
     summary = json.loads(out.read_text())
     assert summary["tag"] == "x1" and summary["overrides"] == ["alg.foo=1"]
+
+
+def test_pretrained_runs_are_compared_with_scratch_and_kept_out_of_the_ablation(tmp_path):
+    pre = _load("learning_pretrain")
+    abl = _load("learning_ablation")
+
+    def run(seed, ret, tag=None, overrides=(), reached=True, pretrain=None):
+        return {"env": "dflex_hopper", "impl": "bundled", "seed": seed, "train_return_last": ret,
+                "reached_budget": reached, "curve": {"env_steps": [0, 350_000], "train_return": [0.0, ret]},
+                **({"tag": tag, "overrides": list(overrides)} if tag else {}),
+                **({"pretrain": pretrain} if pretrain else {})}
+
+    info = {"files": ["/r/bundled_5M_dflex_hopper_seed43_x/latest_checkpoint.pt"], "rows": 1010,
+            "episodes": 10, "steps": 1000, "seconds": 512.3}
+    runs = [run(42, 80.0), run(43, 100.0),
+            run(42, 120.0, "pretrained", ["general.pretrain=/r/x.pt", "general.pretrain_steps=1000"], pretrain=info),
+            run(42, 50.0, "no-target-critic", ["alg.bundled.target_critic_alpha=0"])]
+    (row,) = pre.table(runs, "dflex_hopper")[2:]
+    assert row == ("| 42 | bundled_5M_dflex_hopper_seed43_x/latest_checkpoint.pt (1,000, 10) | 1000 | 512.3 | "
+                   "120.0 | 80.0 | 1.50x |")
+    assert [r["tag"] for r in abl.ablation_rows([s for s in runs if not abl.is_pretrained(s)], "dflex_hopper")] \
+        == ["no-target-critic"]
+    pre.figure(runs, "dflex_hopper", tmp_path / "pretrain.png")
+    assert (tmp_path / "pretrain.png").stat().st_size > 0
