@@ -70,7 +70,9 @@ def figure(summaries: list[dict], env: str, out: Path) -> None:
         for pre, base in found:
             if pre["seed"] != seed:
                 continue
-            for s, label, style in ((pre, f"pretrained ({pre.get('tag')})", dict(color="tab:green", lw=1.6)),
+            updates = pre.get("pretrain", {}).get("steps", "?")
+            for s, label, style in ((pre, f"pretrained ({updates} world-model updates first)",
+                                     dict(color="tab:green", lw=1.6)),
                                     (base, "from scratch", dict(color="tab:blue", lw=1.6, ls="--"))):
                 if s is None:
                     continue

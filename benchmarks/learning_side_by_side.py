@@ -78,7 +78,7 @@ def row(s: dict) -> str:
     first = s.get("first_epoch_end_s")
     reached = f"{s['env_steps_reached']:,}" + ("" if s["reached_budget"] else " (cut short)")
     fmt = lambda v, p=1: "—" if v is None else f"{v:.{p}f}"  # noqa: E731
-    return (f"| {NAMES[s['impl']]} | {s['seed']} | {reached} | {fmt(s['train_return_last'])} | "
+    return (f"| {s['env']} | {NAMES[s['impl']]} | {s['seed']} | {reached} | {fmt(s['train_return_last'])} | "
             f"{fmt(s['train_return_best'])} | {fmt(ev)} | {fmt(first, 0)} | {fmt(per_epoch, 2)} | "
             f"{fmt(s['wall_s_reached'], 0)} |")
 
@@ -168,9 +168,9 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
 
-    print("| implementation | seed | env steps reached | training return there | best | last eval | "
+    print("| env | implementation | seed | env steps reached | training return there | best | last eval | "
           "first epoch ends (s) | s/epoch after it (median) | wall s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for s in summaries:
         print(row(s))
     by = {(s["env"], s["impl"], s["seed"]): s for s in summaries}
