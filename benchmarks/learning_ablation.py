@@ -17,7 +17,14 @@ and one torch thread:
     python benchmarks/learning_hopper.py --impl bundled --seed 42 --tag upstream-network \\
         alg.network.layer_order=mish_ln alg.network.init=upstream alg.network.reward_readout=symlog \\
         alg.network.actor_logstd_clamp=parameter
+    python benchmarks/learning_hopper.py --impl bundled --seed 42 --tag detach alg.detach=true
+    python benchmarks/learning_hopper.py --impl bundled --seed 42 --tag rew-rms-off alg.rew_rms=false
     python benchmarks/learning_ablation.py --out benchmarks/results/learning_ablation.png
+
+and the same with --seed 43 and 44. ``alg.rew_rms=false`` is upstream pwm_5M's setting; upstream's
+``alg=pwm`` normalises rewards too, but centred, clipped and from world-model batches, which the
+bundled variant has no switch for. ``alg.ret_rms`` is not a departure: both divide the actor loss
+by the running std of its returns.
 
 Reads every summary in benchmarks/results/learning_hopper/: the tagged ones are the ablations,
 the untagged bundled and upstream-code runs the two ends. For each ablation it prints the training
@@ -44,7 +51,7 @@ matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the side-by-side script beside it
-from learning_side_by_side import RESULTS, ROOT, at_budget  # noqa: E402
+from learning_side_by_side import RESULTS, ROOT, at_budget, finish_panel, plot_curve, save_figure  # noqa: E402
 
 
 def share(bundled: float, ablated: float, upstream: float) -> float | None:
@@ -99,21 +106,13 @@ def figure(summaries: list[dict], env: str, out: Path) -> None:
         for s in summaries:
             if s["env"] != env or s["seed"] != seed or s["impl"] not in ("bundled", "upstream-code"):
                 continue
-            c = s["curve"]
-            pts = [(x, y) for x, y in zip(c["env_steps"], c["train_return"]) if y is not None]
             label = s.get("tag") and f"bundled, {s['tag']}" or (
                 "bundled variant" if s["impl"] == "bundled" else "upstream's own code")
             style = dict(lw=2.2, color="tab:blue") if s["impl"] == "bundled" and not s.get("tag") else (
                 dict(lw=2.2, color="tab:red") if s["impl"] == "upstream-code" else dict(lw=1.2, ls="--"))
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **style)
-        ax.set_title(f"{env}, seed {seed}: one departure put back at a time ({len(tags)} ablations)")
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("training return (mean of the last 100 episodes)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+            plot_curve(ax, s, label=label, **style)
+        finish_panel(ax, f"{env}, seed {seed}: one departure put back at a time ({len(tags)} ablations)")
+    save_figure(fig, out)
 
 
 def main() -> int:

@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts beside it
 from learning_ablation import is_pretrained
-from learning_side_by_side import RESULTS, ROOT
+from learning_side_by_side import RESULTS, ROOT, finish_panel, plot_curve, save_figure
 
 
 def pairs(summaries: list[dict], env: str) -> list[tuple[dict, dict | None]]:
@@ -76,17 +76,10 @@ def figure(summaries: list[dict], env: str, out: Path) -> None:
                                     (base, "from scratch", dict(color="tab:blue", lw=1.6, ls="--"))):
                 if s is None:
                     continue
-                c = s["curve"]
-                pts = [(x, y) for x, y in zip(c["env_steps"], c["train_return"]) if y is not None]
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **style)
-        ax.set_title(f"{env}, seed {seed}: bundled variant, world model pretrained on another run's buffer")
-        ax.set_xlabel("env steps (online; the data's not counted)")
-        ax.set_ylabel("training return (mean of the last 100 episodes)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+                plot_curve(ax, s, label=label, **style)
+        finish_panel(ax, f"{env}, seed {seed}: bundled variant, world model pretrained on another run's buffer",
+                     xlabel="env steps (online; the data's not counted)")
+    save_figure(fig, out)
 
 
 def main() -> int:

@@ -65,6 +65,27 @@ def draw_band(ax, path: Path, env: str, xmax: float) -> None:
     ax.plot(steps, [statistics.median(v) for v in values], color="grey", lw=1.5, label="paper: median")
 
 
+def plot_curve(ax, s: dict, **style) -> None:
+    """A run's training return against env steps (epochs before the first finished episode have none)."""
+    c = s["curve"]
+    pts = [(x, y) for x, y in zip(c["env_steps"], c["train_return"]) if y is not None]
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], **style)
+
+
+def finish_panel(ax, title: str, xlabel: str = "env steps", legend: dict | None = None) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("training return (mean of the last 100 episodes)")
+    ax.grid(alpha=0.3)
+    ax.legend(**(legend or {"fontsize": 8}))
+
+
+def save_figure(fig, out: Path) -> None:
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+
+
 def value_at(s: dict, steps: int) -> tuple[int, float] | None:
     """The last logged (env steps, training return) at or before ``steps``."""
     pts = [(x, y) for x, y in zip(s["curve"]["env_steps"], s["curve"]["train_return"]) if y is not None and x <= steps]
@@ -145,11 +166,9 @@ def main() -> int:
         if with_band:
             draw_band(ax, REFERENCE / ref, env, xmax)
         for s in mine:
-            c = s["curve"]
-            pts = [(x, y) for x, y in zip(c["env_steps"], c["train_return"]) if y is not None]
             label = f"{NAMES[s['impl']]}, seed {s['seed']}" + ("" if s["reached_budget"] else ", cut short")
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=COLOURS[s["impl"]],
-                    ls=SEED_STYLES[seeds[env].index(s["seed"]) % len(SEED_STYLES)], lw=1.2, label=label)
+            plot_curve(ax, s, color=COLOURS[s["impl"]], lw=1.2, label=label,
+                       ls=SEED_STYLES[seeds[env].index(s["seed"]) % len(SEED_STYLES)])
             if s.get("evals"):
                 ax.plot([e["env_steps"] for e in s["evals"]], [e["eval_return"] for e in s["evals"]],
                         ls="none", marker="o", ms=4, color=COLOURS[s["impl"]])
@@ -158,15 +177,12 @@ def main() -> int:
         if not mine:
             ax.text(0.5, 0.5, "no run on this env yet", transform=ax.transAxes, ha="center", color="dimgrey")
         ax.set_xlim(0, xmax)
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("training return (mean of the last 100 episodes)")
-        ax.set_title(f"{env}{'' if with_band else ', our runs only (own scale)'}\nfrom scratch, 1 torch thread, 2-core CPU")
-        ax.grid(alpha=0.3)
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:.0f}k"))
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1 if with_band else 2)
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
+        finish_panel(ax, f"{env}{'' if with_band else ', our runs only (own scale)'}\n"
+                         "from scratch, 1 torch thread, 2-core CPU",
+                     legend=dict(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14),
+                                 ncol=1 if with_band else 2))
+    save_figure(fig, args.out)
 
     print("| env | implementation | seed | env steps reached | training return there | best | last eval | "
           "first epoch ends (s) | s/epoch after it (median) | wall s |")
