@@ -196,6 +196,14 @@ def git_commit(tree: Path) -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty else "")
 
 
+def stop_on_sigterm() -> None:
+    """A SIGTERM (kill, a scheduler) stops the run as Ctrl-C does: the child gets its SIGTERM too
+    (the trainer saves latest_checkpoint.pt) and what it reached is summarised, not orphaned."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
+
+
 def launch(args, run_dir: Path) -> None:
     cmd, env, cwd = command_for(args, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -302,6 +310,7 @@ def main() -> int:
     name = f"{args.impl}-{args.tag}" if args.tag else args.impl
     run_dir = args.run_dir or RUNS / f"{name}_{args.env}_s{args.seed}"
     if not args.parse_only:
+        stop_on_sigterm()
         launch(args, run_dir)
     summary = summarise(args, run_dir)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -159,3 +159,52 @@ def test_pretrained_runs_are_compared_with_scratch_and_kept_out_of_the_ablation(
         == ["no-target-critic"]
     pre.figure(runs, "dflex_hopper", tmp_path / "pretrain.png")
     assert (tmp_path / "pretrain.png").stat().st_size > 0
+
+
+STOPPED_RUN = """
+import importlib.util, sys, types
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("learning_hopper", sys.argv[1])
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+run_dir, pid_file = Path(sys.argv[2]), sys.argv[3]
+# the run is a child that only sleeps; it records the SIGTERM it gets, and writes its pid once ready
+child = ("import os, signal, sys, time\\n"
+         "signal.signal(signal.SIGTERM, lambda *a: (open(sys.argv[1], 'w').write('sigterm'), sys.exit(143)))\\n"
+         f"open({pid_file!r}, 'w').write(str(os.getpid()))\\n"
+         "time.sleep(120)\\n")
+bench.command_for = lambda args, run_dir: ([sys.executable, "-c", child, str(run_dir / "child-got")], {}, run_dir)
+bench.progress = lambda impl, run_dir: (0, 0.0)
+args = types.SimpleNamespace(impl="bundled", env="dflex_hopper", seed=0, env_steps=350_000, wall_s=None,
+                             tree=Path.cwd(), nice=0)
+bench.stop_on_sigterm()
+bench.launch(args, run_dir)
+"""
+
+
+def test_a_sigterm_to_the_benchmark_stops_its_run_too(tmp_path):
+    """Killed by a scheduler, learning_hopper.py passes the SIGTERM on (the trainer then saves its
+    checkpoint) and records the end, instead of leaving the run behind, orphaned."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    run_dir, pid_file = tmp_path / "run", tmp_path / "child.pid"
+    wrapper = subprocess.Popen([sys.executable, "-c", STOPPED_RUN, str(ROOT / "benchmarks" / "learning_hopper.py"),
+                                str(run_dir), str(pid_file)], cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    wrapper.send_signal(signal.SIGTERM)
+    assert wrapper.wait(timeout=60) == 0
+    child = int(pid_file.read_text())
+    assert (run_dir / "child-got").read_text() == "sigterm"
+    try:
+        os.kill(child, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["exit_code"] == 143 and meta["stopped_at_budget_env_steps"] is None and meta["ended"]
