@@ -97,6 +97,11 @@ def table(summaries: list[dict], env: str) -> list[str]:
     return out
 
 
+# one colour per ablation in every panel; blue and red are the bundled variant's and upstream's
+TAG_COLOURS = ("tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan",
+               "tab:grey")
+
+
 def figure(summaries: list[dict], env: str, out: Path) -> None:
     """Each ablation's curve beside the bundled variant's and upstream's code on the same seed."""
     tags = sorted({s["tag"] for s in summaries if s.get("tag") and s["env"] == env})
@@ -109,7 +114,8 @@ def figure(summaries: list[dict], env: str, out: Path) -> None:
             label = s.get("tag") and f"bundled, {s['tag']}" or (
                 "bundled variant" if s["impl"] == "bundled" else "upstream's own code")
             style = dict(lw=2.2, color="tab:blue") if s["impl"] == "bundled" and not s.get("tag") else (
-                dict(lw=2.2, color="tab:red") if s["impl"] == "upstream-code" else dict(lw=1.2, ls="--"))
+                dict(lw=2.2, color="tab:red") if s["impl"] == "upstream-code" else
+                dict(lw=1.2, ls="--", color=TAG_COLOURS[tags.index(s["tag"]) % len(TAG_COLOURS)]))
             plot_curve(ax, s, label=label, **style)
         finish_panel(ax, f"{env}, seed {seed}: one departure put back at a time ({len(tags)} ablations)")
     save_figure(fig, out)
