@@ -6,9 +6,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "upstream_pwm_log"
@@ -185,26 +191,17 @@ bench.launch(args, run_dir)
 def test_a_sigterm_to_the_benchmark_stops_its_run_too(tmp_path):
     """Killed by a scheduler, learning_hopper.py passes the SIGTERM on (the trainer then saves its
     checkpoint) and records the end, instead of leaving the run behind, orphaned."""
-    import os
-    import signal
-    import subprocess
-    import time
-
     run_dir, pid_file = tmp_path / "run", tmp_path / "child.pid"
     wrapper = subprocess.Popen([sys.executable, "-c", STOPPED_RUN, str(ROOT / "benchmarks" / "learning_hopper.py"),
                                 str(run_dir), str(pid_file)], cwd=ROOT)
     deadline = time.monotonic() + 60
-    while not pid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the file can exist a moment before its pid is in it
     wrapper.send_signal(signal.SIGTERM)
     assert wrapper.wait(timeout=60) == 0
     child = int(pid_file.read_text())
     assert (run_dir / "child-got").read_text() == "sigterm"
-    try:
+    with pytest.raises(ProcessLookupError):  # stopped and reaped, not left behind
         os.kill(child, 0)
-        alive = True
-    except ProcessLookupError:
-        alive = False
-    assert not alive
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["exit_code"] == 143 and meta["stopped_at_budget_env_steps"] is None and meta["ended"]
